@@ -1,0 +1,5 @@
+"""Chapter 3: coding attention mechanisms."""
+
+from .attention import KVCache, MultiHeadAttention
+
+__all__ = ["KVCache", "MultiHeadAttention"]

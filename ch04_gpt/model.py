@@ -1,0 +1,194 @@
+"""GPT-2, assembled from the pieces of chapters 3 and 4.
+
+Notation: B batch, T time (tokens), C channels (emb_dim), V vocabulary size.
+The model maps token ids (B, T) to next-token logits (B, T, V) and returns nothing else;
+losses live in chapter 5.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ch03_attention import KVCache, MultiHeadAttention
+
+from .config import GPTConfig
+
+
+class LayerNorm(nn.Module):
+    """Normalise each token vector to mean 0 and variance 1, then scale and shift (Ba et al. 2016)."""
+
+    def __init__(self, emb_dim: int, eps: float = 1e-5):
+        super().__init__()
+        self.eps = eps  # keeps the division finite; 1e-5 as in GPT-2
+        self.weight = nn.Parameter(torch.ones(emb_dim))  # learned scale
+        self.bias = nn.Parameter(torch.zeros(emb_dim))  # learned shift
+        self.fast = False  # True: PyTorch's fused kernel (same result)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.fast:
+            return F.layer_norm(x, x.shape[-1:], self.weight, self.bias, self.eps)
+        mean = x.mean(dim=-1, keepdim=True)
+        var = x.var(dim=-1, keepdim=True, unbiased=False)  # biased, as nn.LayerNorm
+        return self.weight * (x - mean) / torch.sqrt(var + self.eps) + self.bias
+
+
+class RMSNorm(nn.Module):
+    """Scale each token vector by its root mean square; no centring, no bias (Zhang & Sennrich 2019)."""
+
+    def __init__(self, emb_dim: int, eps: float = 1e-5):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(emb_dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.weight * x * torch.rsqrt(x.pow(2).mean(dim=-1, keepdim=True) + self.eps)
+
+
+class GELU(nn.Module):
+    """GELU in the tanh approximation GPT-2 was trained with (Hendrycks & Gimpel 2016)."""
+
+    def __init__(self):
+        super().__init__()
+        self.fast = False  # True: PyTorch's fused kernel, approximate="tanh" (same formula)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.fast:
+            return F.gelu(x, approximate="tanh")
+        return 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x.pow(3))))
+
+
+class FeedForward(nn.Module):
+    """Position-wise MLP: expand C to H, non-linearity, project back to C. (B, T, C) -> (B, T, C).
+
+    With activation="swiglu" (Shazeer 2020), a second expansion gates the first:
+    fc2(silu(fc_gate(x)) * fc1(x)).
+    """
+
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        C = cfg.emb_dim
+        hidden = cfg.ff_hidden_dim
+        if hidden is None:
+            # SwiGLU has three matrices instead of two; 2/3 of 4C keeps the parameter count equal.
+            hidden = 4 * C if cfg.activation != "swiglu" else int(8 * C / 3)
+        self.fc1 = nn.Linear(C, hidden)
+        self.fc_gate = nn.Linear(C, hidden) if cfg.activation == "swiglu" else None
+        self.act = {"gelu": GELU, "relu": nn.ReLU, "silu": nn.SiLU, "swiglu": nn.SiLU}[cfg.activation]()
+        self.fc2 = nn.Linear(hidden, C)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.fc_gate is not None:
+            return self.fc2(self.act(self.fc_gate(x)) * self.fc1(x))
+        return self.fc2(self.act(self.fc1(x)))
+
+
+def make_norm(cfg: GPTConfig) -> nn.Module:
+    return LayerNorm(cfg.emb_dim) if cfg.norm == "layernorm" else RMSNorm(cfg.emb_dim)
+
+
+class TransformerBlock(nn.Module):
+    """Attention then feed-forward, each wrapped in a shortcut (residual) connection.
+
+    Pre-LN (GPT-2):  x = x + att(norm1(x));  x = x + ff(norm2(x))
+    Post-LN (2017):  x = norm1(x + att(x));  x = norm2(x + ff(x))
+    """
+
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.pre_norm = cfg.norm_position == "pre"
+        self.norm1 = make_norm(cfg)
+        self.att = MultiHeadAttention(
+            d_in=cfg.emb_dim,
+            d_out=cfg.emb_dim,
+            context_length=cfg.context_length,
+            dropout=cfg.drop_rate,
+            num_heads=cfg.n_heads,
+            qkv_bias=cfg.qkv_bias,
+        )
+        self.norm2 = make_norm(cfg)
+        self.ff = FeedForward(cfg)
+        self.drop_shortcut = nn.Dropout(cfg.drop_rate)
+
+    def forward(self, x: torch.Tensor, kv_cache: KVCache | None = None) -> torch.Tensor:
+        """(B, T, C) -> (B, T, C)."""
+        if self.pre_norm:
+            x = x + self.drop_shortcut(self.att(self.norm1(x), kv_cache))
+            x = x + self.drop_shortcut(self.ff(self.norm2(x)))
+        else:
+            x = self.norm1(x + self.drop_shortcut(self.att(x, kv_cache)))
+            x = self.norm2(x + self.drop_shortcut(self.ff(x)))
+        return x
+
+
+class GPTModel(nn.Module):
+    """A GPT-2-style decoder: token ids (B, T) -> next-token logits (B, T, V).
+
+    Embeddings (token + absolute position) -> n_layers transformer blocks -> final norm ->
+    linear output head. With `cfg.tie_weights` the head reuses the token-embedding matrix
+    (Press & Wolf 2017), as GPT-2 does, saving V*C parameters.
+    """
+
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.emb_dim)  # token id -> vector
+        self.pos_emb = nn.Embedding(cfg.context_length, cfg.emb_dim)  # position -> vector
+        self.drop_emb = nn.Dropout(cfg.drop_rate)
+        self.blocks = nn.ModuleList(TransformerBlock(cfg) for _ in range(cfg.n_layers))
+        # Post-LN blocks already end in a norm, so only pre-LN needs a final one.
+        self.final_norm = make_norm(cfg) if cfg.norm_position == "pre" else nn.Identity()
+        self.out_head = nn.Linear(cfg.emb_dim, cfg.vocab_size, bias=False)
+        if cfg.tie_weights:
+            self.out_head.weight = self.tok_emb.weight  # one matrix, two uses
+        self.apply(self._init_weights)
+        # GPT-2 scales the init of layers that write into the residual stream by 1/sqrt(2 * n_layers)
+        # (two per block), so the stream's variance does not grow with depth (Radford et al. 2019).
+        for name, p in self.named_parameters():
+            if name.endswith("att.out_proj.weight") or name.endswith("ff.fc2.weight"):
+                nn.init.normal_(p, mean=0.0, std=0.02 / math.sqrt(2 * cfg.n_layers))
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)  # GPT-2's init
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+    def forward(self, idx: torch.Tensor, kv_cache: list[KVCache] | None = None) -> torch.Tensor:
+        """idx: (B, T) token ids (int64) -> logits (B, T, V) in the parameters' dtype.
+
+        With `kv_cache` (from `new_kv_cache`), idx holds only tokens not yet seen; their
+        positions continue from the tokens already in the cache.
+        """
+        B, T = idx.size()
+        start = kv_cache[0].length if kv_cache is not None else 0
+        if start + T > self.cfg.context_length:
+            raise ValueError(
+                f"{start + T} tokens exceed context_length {self.cfg.context_length}; "
+                "crop the input to the last context_length tokens"
+            )
+        pos = torch.arange(start, start + T, device=idx.device)  # (T,)
+        x = self.tok_emb(idx) + self.pos_emb(pos)  # (B, T, C); positions broadcast over B
+        x = self.drop_emb(x)
+        for i, block in enumerate(self.blocks):
+            x = block(x, kv_cache[i] if kv_cache is not None else None)  # (B, T, C)
+        x = self.final_norm(x)
+        return self.out_head(x)  # (B, T, V)
+
+    def new_kv_cache(self, max_len: int | None = None) -> list[KVCache]:
+        """Empty per-layer caches for generation, holding up to `max_len` tokens (default: context)."""
+        return [KVCache(max_len or self.cfg.context_length) for _ in self.blocks]
+
+    def set_fast_path(self, enabled: bool = True) -> "GPTModel":
+        """Switch every layer between the readable path and fused PyTorch kernels (SDPA attention,
+        one QKV matmul, fused LayerNorm and GELU). Both compute the same function."""
+        for m in self.modules():
+            if isinstance(m, MultiHeadAttention):
+                m.use_sdpa = m.fused_qkv = enabled
+            elif isinstance(m, (LayerNorm, GELU)):
+                m.fast = enabled
+        return self
