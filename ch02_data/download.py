@@ -17,7 +17,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from tqdm.auto import tqdm
+from tqdm import tqdm  # plain text bar: works in terminals and notebooks alike
 
 MIRROR_ENV_VAR = "DATA_MIRROR"
 _CHUNK = 1 << 20  # 1 MiB
