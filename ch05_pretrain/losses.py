@@ -1,0 +1,84 @@
+"""Losses and evaluation for language models.
+
+A loss function here takes `(model, batch)` and returns a scalar tensor. The training loop in
+`train.py` calls it without knowing what the batch holds, so chapter 6 (classification) and
+chapter 7 (instruction tuning) reuse the same loop with their own loss or collate function.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .device import autocast, move_to_device
+
+IGNORE_INDEX = -100  # targets equal to this are skipped by cross_entropy (padding, prompt tokens)
+
+LossFn = Callable[[nn.Module, object], torch.Tensor]
+
+
+def lm_loss(model: nn.Module, batch) -> torch.Tensor:
+    """Mean next-token cross-entropy.
+
+    Args:
+        model: maps token ids (B, T) to logits (B, T, V).
+        batch: `(inputs, targets)`, both (B, T) int64; targets are the inputs shifted left by
+            one token. Positions whose target is -100 do not count, so instruction tuning only
+            changes how batches are collated, not the loss.
+    Returns:
+        A scalar tensor: the mean of -log p(target) over all counted positions.
+    """
+    inputs, targets = batch
+    logits = model(inputs)  # (B, T, V)
+    # cross_entropy wants (N, V) scores and (N,) classes: fold batch and time together.
+    return F.cross_entropy(
+        logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE_INDEX
+    )
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    loader: Iterable,
+    loss_fn: LossFn = lm_loss,
+    max_batches: int | None = None,
+    device: torch.device | str | None = None,
+    autocast_dtype: torch.dtype | None = None,
+) -> float:
+    """Mean of `loss_fn` over the first `max_batches` batches of `loader` (all when None).
+
+    The model runs in eval mode (no dropout) without gradients, and its previous train/eval
+    mode is restored afterwards. Batches are moved to `device` (default: the model's device).
+    Each batch counts equally. Returns nan for an empty loader.
+    """
+    if device is None:
+        device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    total, n = 0.0, 0
+    try:
+        for i, batch in enumerate(loader):
+            if max_batches is not None and i >= max_batches:
+                break
+            with autocast(device, autocast_dtype):
+                loss = loss_fn(model, move_to_device(batch, device))
+            total += loss.item()
+            n += 1
+    finally:
+        model.train(was_training)
+    return total / n if n else float("nan")
+
+
+def perplexity(loss: float) -> float:
+    """exp(loss): the number of equally likely tokens the model is, on average, choosing among.
+
+    A uniform guess over GPT-2's 50,257 tokens has loss ln(50257) = 10.8 and perplexity 50,257.
+    """
+    try:
+        return math.exp(loss)
+    except OverflowError:
+        return float("inf")
