@@ -1,0 +1,260 @@
+"""Pretraining on several GPUs (or CPU processes) with DistributedDataParallel (DDP).
+
+torchrun starts one process ("rank") per GPU and tells each, through environment variables,
+its rank, its GPU on this machine (LOCAL_RANK) and how many ranks there are (WORLD_SIZE):
+
+    torchrun --nproc_per_node=4 -m ch05_pretrain.pretrain_ddp --data the-verdict.txt --steps 200
+    OMP_NUM_THREADS=1 torchrun --nproc_per_node=2 -m ch05_pretrain.pretrain_ddp \
+        --data the-verdict.txt --n-layers 2 --emb-dim 64 --n-heads 4 --context 64 --steps 20
+
+Every rank holds a full copy of the model and trains on its own slice of each global batch.
+In backward, DDP averages the gradients across ranks (all-reduce), so every copy takes the same
+optimizer step and the copies stay identical. The loop is `train.train`, unchanged: it skips the
+all-reduce on gradient-accumulation micro-batches (`no_sync`), reshuffles the sampler each epoch
+(`set_epoch`), and writes checkpoints on rank 0 only. Without torchrun the script runs as one
+ordinary process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import NamedTuple
+
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, DistributedSampler
+
+from ch02_data import GPTDataset, fetch
+from ch04_gpt import GPT_CONFIGS, GPTConfig, GPTModel
+
+from .device import get_device, maybe_compile, unwrap
+from .losses import lm_loss
+from .train import train
+
+
+class Ranks(NamedTuple):
+    """Where this process sits in the job: global rank, GPU index on this machine, job size."""
+
+    rank: int
+    local_rank: int
+    world_size: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def setup_distributed() -> Ranks:
+    """Join the process group when launched by torchrun; otherwise a job of one process.
+
+    The backend follows the device: NCCL moves CUDA tensors between GPUs, gloo moves CPU
+    tensors. Each rank uses GPU number LOCAL_RANK, so N ranks on one machine use N GPUs.
+    """
+    if "WORLD_SIZE" not in os.environ:  # plain `python -m ...`: no process group, no DDP
+        return Ranks(0, 0, 1, get_device())
+    rank, local_rank = int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"])
+    world_size = int(os.environ["WORLD_SIZE"])
+    device = get_device(verbose=rank == 0)
+    if device.type == "cuda":
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+        dist.init_process_group("nccl", device_id=device)
+    else:
+        # gloo runs collectives on CPU tensors only, so MPS cannot join a multi-process job.
+        if device.type != "cpu" and rank == 0:
+            print(f"DDP without CUDA runs on the CPU (gloo); not using {device}.")
+        device = torch.device("cpu")
+        dist.init_process_group("gloo")
+    return Ranks(rank, local_rank, world_size, device)
+
+
+def mean_over_ranks(loss_fn: Callable[[nn.Module, object], torch.Tensor]):
+    """Wrap `loss_fn` so the value it returns is the mean over all ranks; its gradient stays local.
+
+    Each rank's loss covers only its slice of the global batch, so rank 0 alone would log a noisy
+    1/N of the picture. The returned tensor's value is the global batch's loss (what a single
+    process on the whole batch would log), while backward still differentiates this rank's own
+    loss; DDP then averages those gradients, which gives the gradient of the global mean.
+    Every rank also sees the same value, so `train`'s NaN check stops all ranks together
+    instead of one rank raising while the others wait for it in the next all-reduce.
+    """
+
+    def wrapped(model: nn.Module, batch) -> torch.Tensor:
+        loss = loss_fn(model, batch)  # scalar: mean over this rank's B*T positions
+        total = loss.detach().clone()
+        dist.all_reduce(total)  # sum (gloo has no average); every rank gets the same number
+        # Slices of equal size (every position counts in pretraining): mean of means = mean.
+        mean = total / dist.get_world_size()
+        return loss + (mean - loss.detach())  # value: mean; gradient: d(loss)
+
+    return wrapped
+
+
+def build_loaders(
+    text: str, context: int, per_rank_batch: int, val_fraction: float, seed: int, ranks: Ranks
+) -> tuple[DataLoader, DataLoader]:
+    """Train and validation loaders over windows of `context` GPT-2 tokens (stride = context).
+
+    The last `val_fraction` of the text is held out for validation.
+
+    Training: a DistributedSampler gives rank r the windows r, r+N, r+2N, ... of one shuffled
+    order. That order is a permutation drawn from `seed + epoch` alone, whatever N is, so the
+    N ranks' batches at a step together hold the same windows a single process with batch
+    N * per_rank_batch would see (drop_last keeps every rank's share equal). `train` calls
+    `sampler.set_epoch(epoch)` so each epoch is reshuffled.
+    Validation: small, so every rank evaluates all of it and all ranks report the same loss.
+    """
+    split = int(len(text) * (1 - val_fraction))
+    train_set = GPTDataset(text[:split], max_length=context, stride=context)
+    val_set = GPTDataset(text[split:], max_length=context, stride=context)
+    sampler = DistributedSampler(train_set, num_replicas=ranks.world_size, rank=ranks.rank,
+                                 shuffle=True, seed=seed, drop_last=True)
+    train_loader = DataLoader(train_set, batch_size=per_rank_batch, sampler=sampler,
+                              drop_last=True, num_workers=0)
+    val_loader = DataLoader(val_set, batch_size=per_rank_batch, shuffle=False, num_workers=0)
+    return train_loader, val_loader
+
+
+def weights_fingerprint(model: nn.Module) -> str:
+    """sha256 of every parameter's bytes: equal strings mean bit-identical weights."""
+    h = hashlib.sha256()
+    for name, p in unwrap(model).named_parameters():
+        h.update(name.encode())
+        h.update(p.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def data_path(data: str) -> Path:
+    """`data` itself when it is a file, else the verified local copy of the data set so named."""
+    return Path(data) if Path(data).is_file() else fetch(data)
+
+
+def model_config(args: argparse.Namespace) -> GPTConfig:
+    """The preset's config with the sizes given on the command line replacing its own."""
+    changes = {"context_length": args.context, "emb_dim": args.emb_dim, "n_heads": args.n_heads,
+               "n_layers": args.n_layers, "drop_rate": args.drop_rate}
+    return GPT_CONFIGS[args.preset].replace(**{k: v for k, v in changes.items() if v is not None})
+
+
+def main(args: argparse.Namespace) -> dict:
+    """Train as one rank of the job and return the summary (rank 0 also writes it to --out)."""
+    ranks = setup_distributed()
+    try:
+        return _run(args, ranks)
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _run(args: argparse.Namespace, ranks: Ranks) -> dict:
+    if args.batch_size % ranks.world_size:
+        raise ValueError(f"--batch-size {args.batch_size} must divide evenly over "
+                         f"{ranks.world_size} ranks")
+    per_rank_batch = args.batch_size // ranks.world_size
+    cfg = model_config(args)
+
+    # Rank 0 downloads the data set; the others wait, then find the verified file in place.
+    if ranks.is_main:
+        path = data_path(args.data)
+    if dist.is_initialized():
+        dist.barrier()
+    if not ranks.is_main:
+        path = data_path(args.data)
+    train_loader, val_loader = build_loaders(path.read_text(encoding="utf-8"), cfg.context_length,
+                                             per_rank_batch, args.val_fraction, args.seed, ranks)
+
+    # The same seed on every rank gives the same initial weights (and DDP copies rank 0's anyway).
+    torch.manual_seed(args.seed)
+    model = GPTModel(cfg).to(ranks.device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    loss_fn = lm_loss
+    if dist.is_initialized():
+        # DDP copies rank 0's weights to every rank now and all-reduces gradients in backward.
+        model = DistributedDataParallel(
+            model, device_ids=[ranks.device.index] if ranks.device.type == "cuda" else None)
+        loss_fn = mean_over_ranks(lm_loss)
+    model = maybe_compile(model, args.compile)  # compile the DDP module, as PyTorch recommends
+
+    if ranks.is_main:
+        n_params = sum(p.numel() for p in unwrap(model).parameters())
+        print(f"{ranks.world_size} rank(s) x batch {per_rank_batch} x {args.grad_accum} "
+              f"accumulation = {args.batch_size * args.grad_accum} sequences of "
+              f"{cfg.context_length} tokens per step; {n_params:,} parameters; "
+              f"{len(train_loader)} batches per rank per epoch")
+    t0 = time.perf_counter()
+    history = train(
+        model, optimizer, train_loader, loss_fn,
+        val_loader=val_loader, max_steps=args.steps, eval_every=args.eval_every,
+        eval_batches=args.eval_batches, grad_accum_steps=args.grad_accum,
+        warmup_steps=args.warmup_steps, checkpoint_every=args.checkpoint_every,
+        checkpoint_path=args.checkpoint, resume=args.resume, device=ranks.device,
+        autocast_dtype=torch.bfloat16 if args.dtype == "bf16" else None,
+        progress=ranks.is_main,  # one progress bar, not N interleaved ones
+        seed=args.seed + ranks.rank,  # dropout masks differ across ranks, as across batches
+    )
+    wall_s = time.perf_counter() - t0
+
+    # Every rank hashes its weights; rank 0 collects the hashes to show the copies agree.
+    fingerprints = [weights_fingerprint(model)]
+    if dist.is_initialized():
+        fingerprints = [None] * ranks.world_size
+        dist.all_gather_object(fingerprints, weights_fingerprint(model))
+    summary = {
+        "world_size": ranks.world_size, "per_rank_batch": per_rank_batch,
+        "global_batch": args.batch_size * args.grad_accum, "grad_accum": args.grad_accum,
+        "config": cfg.to_dict(), "wall_s": wall_s, "weights_sha256": fingerprints,
+        "history": history.to_dict(),
+    }
+    if ranks.is_main:
+        same = len(set(fingerprints)) == 1
+        print(f"final train loss {history.train_loss[-1]:.4f}, val loss "
+              f"{history.val_loss[-1]:.4f}; {wall_s:.1f} s; weights identical on all ranks: {same}")
+        if args.out:
+            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.out).write_text(json.dumps(summary, indent=1), encoding="utf-8")
+    return summary
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--data", default="the-verdict.txt",
+                   help="a text file, or a name from ch02_data.SOURCES (downloaded by rank 0)")
+    p.add_argument("--preset", default="gpt2", choices=sorted(GPT_CONFIGS),
+                   help="model preset; the size flags below override its fields")
+    p.add_argument("--n-layers", type=int)
+    p.add_argument("--emb-dim", type=int)
+    p.add_argument("--n-heads", type=int)
+    p.add_argument("--context", type=int, default=256, help="context length in tokens")
+    p.add_argument("--drop-rate", type=float)
+    p.add_argument("--batch-size", type=int, default=8,
+                   help="global micro-batch in sequences, split evenly over the ranks")
+    p.add_argument("--grad-accum", type=int, default=1, help="micro-batches per optimizer step")
+    p.add_argument("--lr", type=float, default=4e-4)
+    p.add_argument("--weight-decay", type=float, default=0.1)
+    p.add_argument("--warmup-steps", type=int, default=0)
+    p.add_argument("--steps", type=int, default=100, help="optimizer steps")
+    p.add_argument("--eval-every", type=int, default=10)
+    p.add_argument("--eval-batches", type=int, default=None)
+    p.add_argument("--val-fraction", type=float, default=0.1)
+    p.add_argument("--seed", type=int, default=123)
+    p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"],
+                   help="bf16: mixed precision on CUDA (ignored on CPU)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model (opt-in)")
+    p.add_argument("--checkpoint", help="checkpoint file, written by rank 0")
+    p.add_argument("--checkpoint-every", type=int)
+    p.add_argument("--resume", action="store_true", help="continue from --checkpoint")
+    p.add_argument("--out", help="JSON summary (losses, weight hashes), written by rank 0")
+    return p.parse_args(argv)
+
+
+if __name__ == "__main__":
+    main(parse_args())
