@@ -1,0 +1,178 @@
+"""Tests for ch05_pretrain.gpt2_weights: folders written by transformers' `save_pretrained`
+load into a GPTModel that gives Hugging Face's logits; bad folders, names and offline
+downloads fail with clear errors. No test touches the network."""
+
+import functools
+import json
+import struct
+
+import pytest
+import torch
+from transformers import GPT2Config, GPT2LMHeadModel
+
+import ch02_data
+from ch05_pretrain import gpt2_weights
+from ch05_pretrain.gpt2_weights import config_from_hf, iter_safetensors, load_gpt2, read_safetensors_header
+
+VOCAB = 101  # small and odd
+TOL = 1e-5
+
+
+def save_hf(tmp_path, *, n_embd=24, n_head=3, n_layer=2, n_positions=16, tie=True, n_inner=None,
+            dtype=torch.float32, seed=0):
+    """Save a random Hugging Face GPT-2 with save_pretrained; return (model in float32, folder).
+
+    Weights are perturbed so LayerNorm scales and biases differ from their init values
+    (1 and 0), and a mix-up in their mapping shows in the logits.
+    """
+    torch.manual_seed(seed)
+    cfg = GPT2Config(vocab_size=VOCAB, n_positions=n_positions, n_embd=n_embd, n_layer=n_layer,
+                     n_head=n_head, n_inner=n_inner, tie_word_embeddings=tie,
+                     bos_token_id=0, eos_token_id=0, pad_token_id=0)
+    hf = GPT2LMHeadModel(cfg).eval()
+    with torch.no_grad():
+        for p in hf.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    hf = hf.to(dtype)
+    folder = tmp_path / "ckpt"
+    hf.save_pretrained(folder)  # writes config.json and model.safetensors
+    return hf.float(), folder
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [
+        dict(n_embd=24, n_head=3, n_layer=2, tie=True),
+        dict(n_embd=40, n_head=5, n_layer=3, tie=False),  # odd head count, separate lm_head
+        dict(n_embd=28, n_head=7, n_layer=1, tie=True, n_inner=20),  # non-default MLP width
+    ],
+    ids=["tied-3heads", "untied-5heads", "7heads-ninner"],
+)
+def test_logits_match_hf(tmp_path, shape):
+    hf, folder = save_hf(tmp_path, **shape)
+    model = load_gpt2(folder)
+    assert not model.training
+    assert model.cfg.tie_weights == shape["tie"]
+    assert (model.out_head.weight is model.tok_emb.weight) == shape["tie"]
+    idx = torch.randint(0, VOCAB, (2, 16), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        diff = (model(idx) - hf(idx).logits).abs().max().item()
+    assert diff < TOL
+
+
+@pytest.mark.parametrize("file_dtype", [torch.float16, torch.bfloat16], ids=["F16", "BF16"])
+def test_half_precision_files_and_dtype_argument(tmp_path, file_dtype):
+    hf, folder = save_hf(tmp_path, dtype=file_dtype)
+    model = load_gpt2(folder)  # float32 model from a half-precision file: exact upcast
+    assert model.tok_emb.weight.dtype == torch.float32
+    assert torch.equal(model.tok_emb.weight, hf.transformer.wte.weight)
+    assert torch.equal(model.blocks[1].ff.fc1.weight, hf.transformer.h[1].mlp.c_fc.weight.t())
+    half = load_gpt2(folder, dtype=file_dtype)
+    assert all(p.dtype == file_dtype for p in half.parameters())
+    assert torch.equal(half.tok_emb.weight.float(), hf.transformer.wte.weight)
+    assert torch.get_default_dtype() == torch.float32  # the temporary default was restored
+
+
+def test_dtype_conversion_from_float32(tmp_path):
+    hf, folder = save_hf(tmp_path)
+    model = load_gpt2(folder, dtype=torch.bfloat16)
+    assert all(p.dtype == torch.bfloat16 for p in model.parameters())
+    assert torch.equal(model.tok_emb.weight, hf.transformer.wte.weight.to(torch.bfloat16))
+
+
+def test_reader_streams_tensors_in_file_order(tmp_path):
+    hf, folder = save_hf(tmp_path, tie=False)
+    path = folder / "model.safetensors"
+    header, data_start = read_safetensors_header(path)
+    assert data_start == 8 + struct.unpack("<Q", path.read_bytes()[:8])[0]
+    expected = hf.state_dict()
+    names = []
+    for name, t in iter_safetensors(path):
+        assert torch.equal(t, expected[name]), name
+        names.append(name)
+    assert set(names) == set(header)
+    offsets = [header[n]["data_offsets"][0] for n in names]
+    assert offsets == sorted(offsets)  # one front-to-back pass over the file
+
+
+def test_direct_read_fills_the_parameter_in_place(tmp_path):
+    hf, folder = save_hf(tmp_path)
+    model = load_gpt2(folder)
+    target = {"transformer.wte.weight": model.tok_emb.weight.detach()}
+    torch.nn.init.zeros_(model.tok_emb.weight.detach())
+    for name, t in iter_safetensors(folder / "model.safetensors", into=target):
+        if name == "transformer.wte.weight":
+            assert t.data_ptr() == model.tok_emb.weight.data_ptr()  # no buffer: the parameter itself
+    assert torch.equal(model.tok_emb.weight, hf.transformer.wte.weight)
+
+
+def test_truncated_file_raises(tmp_path):
+    _, folder = save_hf(tmp_path)
+    path = folder / "model.safetensors"
+    path.write_bytes(path.read_bytes()[:-100])
+    with pytest.raises(ValueError, match="truncated"):
+        load_gpt2(folder)
+
+
+@pytest.mark.parametrize("missing", ["config.json", "model.safetensors"])
+def test_folder_with_missing_file(tmp_path, missing):
+    _, folder = save_hf(tmp_path)
+    (folder / missing).unlink()
+    with pytest.raises(FileNotFoundError, match=missing):
+        load_gpt2(folder)
+
+
+def test_unknown_name_raises():
+    with pytest.raises(ValueError, match="neither a GPT-2 name"):
+        load_gpt2("gpt3-huge")
+
+
+def test_unsupported_config_raises():
+    base = dict(vocab_size=VOCAB, n_positions=16, n_embd=24, n_head=3, n_layer=2)
+    assert config_from_hf(base).tie_weights  # tie_word_embeddings defaults to True
+    with pytest.raises(ValueError, match="activation_function"):
+        config_from_hf({**base, "activation_function": "relu"})
+    with pytest.raises(ValueError, match="layer_norm_epsilon"):
+        config_from_hf({**base, "layer_norm_epsilon": 1e-6})
+    with pytest.raises(ValueError, match="not GPT-2"):
+        config_from_hf({**base, "model_type": "llama"})
+
+
+def test_offline_download_fails_fast_with_one_line(tmp_path, monkeypatch):
+    monkeypatch.setenv("DATA_DIR", str(tmp_path))
+    monkeypatch.delenv("DATA_MIRROR", raising=False)
+    # Port 9 on localhost refuses the connection at once: offline without waiting for a DNS
+    # timeout. No retries, so the test does not sleep between attempts.
+    url, sha = gpt2_weights.GPT2_WEIGHTS["gpt2"]
+    monkeypatch.setitem(gpt2_weights.GPT2_WEIGHTS, "gpt2", ("http://127.0.0.1:9/model.safetensors", sha))
+    monkeypatch.setattr(gpt2_weights, "download", functools.partial(ch02_data.download, retries=0, timeout=5))
+    with pytest.raises(ch02_data.DownloadError) as err:
+        load_gpt2("gpt2")
+    message = str(err.value)
+    assert "\n" not in message
+    assert "DATA_MIRROR" in message and "load_gpt2('path/to/that/folder')" in message
+    assert not any(tmp_path.rglob("*.part*"))  # no partial file left behind
+
+
+def test_unpinned_size_is_not_downloaded(tmp_path, monkeypatch):
+    monkeypatch.setenv("DATA_DIR", str(tmp_path))
+    with pytest.raises(ch02_data.DownloadError, match="no pinned sha256"):
+        load_gpt2("gpt2-xl")
+    assert not any(tmp_path.iterdir())
+
+
+def test_named_model_from_mirror(tmp_path, monkeypatch):
+    # A mirror holding a file with the pinned name is used (and verified) instead of the URL.
+    hf, folder = save_hf(tmp_path)
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    (folder / "model.safetensors").rename(mirror / "model.safetensors")
+    sha = ch02_data.sha256_of(mirror / "model.safetensors")
+    monkeypatch.setenv("DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("DATA_MIRROR", str(mirror))
+    monkeypatch.setitem(gpt2_weights.GPT2_WEIGHTS, "gpt2", ("http://127.0.0.1:9/unused", sha))
+    cfg = config_from_hf(json.loads((folder / "config.json").read_text(encoding="utf-8")))
+    monkeypatch.setitem(gpt2_weights.GPT_CONFIGS, "gpt2", cfg)
+    model = load_gpt2("gpt2")
+    assert (tmp_path / "data" / "gpt2" / "model.safetensors").is_file()
+    assert torch.equal(model.tok_emb.weight, hf.transformer.wte.weight)
