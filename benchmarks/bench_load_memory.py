@@ -181,10 +181,11 @@ def main() -> None:
     if ours:
         ratio = ours["increase / file size"]
         vs_hf = ours["peak increase (MB)"] / hf["peak increase (MB)"] if hf else None
+        # A tiny --quick file is dwarfed by fixed costs (attention masks, allocator): no goal there.
         summary.append(summary_row("load_memory", "load_gpt2", "peak RSS increase / file size", ratio,
-                                   vs_hf, goal=f"<= {GOAL}"))
-        print(f"\nload_gpt2 peak increase = {ratio:.2f} x file size (goal <= {GOAL}): "
-              f"{'met' if ratio <= GOAL else 'NOT met'}")
+                                   vs_hf, goal="" if args.quick else f"<= {GOAL}"))
+        verdict = "not checked with --quick" if args.quick else ("met" if ratio <= GOAL else "NOT met")
+        print(f"\nload_gpt2 peak increase = {ratio:.2f} x file size (goal <= {GOAL}): {verdict}")
     payload = {"machine": info, "file_size": file_size, "rows": rows, "summary": summary}
     path = write_json(RESULTS_DIR / "bench_load_memory.json", payload)
     print(json.dumps(payload["summary"], indent=2))

@@ -143,7 +143,7 @@ def test_offline_download_fails_fast_with_one_line(tmp_path, monkeypatch):
     monkeypatch.delenv("DATA_MIRROR", raising=False)
     # Port 9 on localhost refuses the connection at once: offline without waiting for a DNS
     # timeout. No retries, so the test does not sleep between attempts.
-    url, sha = gpt2_weights.GPT2_WEIGHTS["gpt2"]
+    sha = gpt2_weights.GPT2_WEIGHTS["gpt2"][1]
     monkeypatch.setitem(gpt2_weights.GPT2_WEIGHTS, "gpt2", ("http://127.0.0.1:9/model.safetensors", sha))
     monkeypatch.setattr(gpt2_weights, "download", functools.partial(ch02_data.download, retries=0, timeout=5))
     with pytest.raises(ch02_data.DownloadError) as err:
