@@ -1,16 +1,25 @@
 """Chapter 2: working with text data — downloads, tokenizers, and the sliding-window loader."""
 
+from .bpe import BPETokenizer
+from .dataset import GPTDataset, create_dataloader
 from .download import DownloadError, download, sha256_of
 from .fastmode import fast_dev_run, pick
 from .sources import SOURCES, data_dir, fetch
+from .tokenizer import SimpleTokenizer, build_vocab, tokenize
 
 __all__ = [
+    "BPETokenizer",
     "DownloadError",
+    "GPTDataset",
     "SOURCES",
+    "SimpleTokenizer",
+    "build_vocab",
+    "create_dataloader",
     "data_dir",
     "download",
     "fast_dev_run",
     "fetch",
     "pick",
     "sha256_of",
+    "tokenize",
 ]

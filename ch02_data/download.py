@@ -9,6 +9,7 @@ copied from there, and still verified.
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
 import shutil
 import tempfile
@@ -57,6 +58,13 @@ def _verify_and_move(tmp: Path, dest: Path, sha256: str, source: str) -> None:
     os.replace(tmp, dest)  # atomic on the same file system
 
 
+def _temp_path(dest: Path) -> Path:
+    """A new empty file beside `dest` (same file system, so the final rename is atomic)."""
+    fd, name = tempfile.mkstemp(dir=dest.parent, prefix=dest.name + ".part")
+    os.close(fd)  # only the name is needed; an open handle would block unlink/rename on Windows
+    return Path(name)
+
+
 def _fetch_url(url: str, tmp: Path, timeout: float) -> None:
     """Stream `url` into `tmp` with a progress bar."""
     req = urllib.request.Request(url, headers={"User-Agent": "gpt-from-scratch-companion"})
@@ -85,6 +93,7 @@ def download(
     so a corrupt or truncated file is never left at `dest`. Failures raise `DownloadError`.
     """
     dest = Path(dest)
+    sha256 = sha256.lower()
     if dest.is_file() and sha256_of(dest) == sha256:
         return dest
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -92,14 +101,21 @@ def download(
     mirror = os.environ.get(MIRROR_ENV_VAR)
     if mirror and (Path(mirror) / dest.name).is_file():
         src = Path(mirror) / dest.name
-        tmp = Path(tempfile.mkstemp(dir=dest.parent, prefix=dest.name + ".part")[1])
-        shutil.copyfile(src, tmp)
+        tmp = _temp_path(dest)
+        try:
+            shutil.copyfile(src, tmp)
+        except OSError as e:  # unreadable mirror file, disk full: no partial copy stays behind
+            tmp.unlink(missing_ok=True)
+            raise DownloadError(f"Could not copy {src} to {dest.parent}: {e}") from e
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
         _verify_and_move(tmp, dest, sha256, source=f"mirror {src}")
         return dest
 
     last_error: Exception | None = None
     for attempt in range(retries + 1):
-        tmp = Path(tempfile.mkstemp(dir=dest.parent, prefix=dest.name + ".part")[1])
+        tmp = _temp_path(dest)
         try:
             _fetch_url(url, tmp, timeout)
         except urllib.error.HTTPError as e:
@@ -107,7 +123,8 @@ def download(
             last_error = e
             if e.code < 500 and e.code != 429:  # 404 and friends will not heal by retrying
                 break
-        except (urllib.error.URLError, OSError) as e:  # DNS, refused, reset, timeout
+        except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
+            # DNS, refused, reset, timeout, or a body cut short (IncompleteRead)
             tmp.unlink(missing_ok=True)
             last_error = e
         except BaseException:  # KeyboardInterrupt included: never leave a partial file
@@ -119,8 +136,13 @@ def download(
         if attempt < retries:
             time.sleep(min(2**attempt, 8))
 
-    reason = getattr(last_error, "reason", None) or last_error
+    if isinstance(last_error, urllib.error.HTTPError):
+        reason = f"HTTP {last_error.code} {last_error.reason}"
+    else:
+        reason = getattr(last_error, "reason", None) or last_error
+    checked = f"  {MIRROR_ENV_VAR}={mirror} holds no '{dest.name}'.\n" if mirror else ""
     raise DownloadError(
         f"Could not download {url}\n  reason: {reason}\n  expected sha256: {sha256}\n"
+        + checked
         + _mirror_help(dest.name)
     ) from None
