@@ -2,6 +2,7 @@
 
 from .bpe import BPETokenizer
 from .dataset import GPTDataset, create_dataloader
+from .encoding import EOT_ID, gpt2_encoding
 from .download import DownloadError, download, sha256_of
 from .fastmode import fast_dev_run, pick
 from .sources import SOURCES, data_dir, fetch
@@ -10,6 +11,7 @@ from .tokenizer import SimpleTokenizer, build_vocab, tokenize
 __all__ = [
     "BPETokenizer",
     "DownloadError",
+    "EOT_ID",
     "GPTDataset",
     "SOURCES",
     "SimpleTokenizer",
@@ -19,6 +21,7 @@ __all__ = [
     "download",
     "fast_dev_run",
     "fetch",
+    "gpt2_encoding",
     "pick",
     "sha256_of",
     "tokenize",

@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import tiktoken
 import torch
 from torch.utils.data import DataLoader, Dataset
+
+from .encoding import gpt2_encoding
 
 
 class GPTDataset(Dataset):
@@ -36,7 +37,7 @@ class GPTDataset(Dataset):
         if max_length < 1 or stride < 1:
             raise ValueError(f"max_length and stride must be positive, got {max_length} and {stride}")
         if isinstance(text_or_ids, str):
-            tokenizer = tokenizer or tiktoken.get_encoding("gpt2")
+            tokenizer = tokenizer or gpt2_encoding()
             text_or_ids = tokenizer.encode(text_or_ids, allowed_special={"<|endoftext|>"})
         self.ids = torch.as_tensor(text_or_ids, dtype=torch.long)  # (N,)
         self.max_length = max_length

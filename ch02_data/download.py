@@ -87,7 +87,8 @@ def download(
     """Make sure `dest` holds the file at `url` with the given sha256, and return its path.
 
     1. If `dest` exists and its hash matches, return at once (no work on a second call).
-    2. Else, if DATA_MIRROR names a folder holding a file called `dest.name`, copy it from there.
+    2. Else, if DATA_MIRROR names a folder holding `<dest's folder name>/<dest.name>` or
+       `<dest.name>`, copy it from there.
     3. Else, stream `url` with a tqdm bar, retrying transient failures `retries` times.
     Every copy is written to a temporary file beside `dest`, verified, then renamed into place,
     so a corrupt or truncated file is never left at `dest`. Failures raise `DownloadError`.
@@ -99,8 +100,11 @@ def download(
     dest.parent.mkdir(parents=True, exist_ok=True)
 
     mirror = os.environ.get(MIRROR_ENV_VAR)
-    if mirror and (Path(mirror) / dest.name).is_file():
-        src = Path(mirror) / dest.name
+    # Look for <mirror>/<folder>/<name> first (several models' "model.safetensors" side by side),
+    # then for <mirror>/<name>.
+    candidates = [Path(mirror) / dest.parent.name / dest.name, Path(mirror) / dest.name] if mirror else []
+    src = next((c for c in candidates if c.is_file()), None)
+    if src is not None:
         tmp = _temp_path(dest)
         try:
             shutil.copyfile(src, tmp)

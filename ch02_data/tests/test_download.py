@@ -67,6 +67,19 @@ def test_mirror_hit_copies_and_verifies(mirror, tmp_path):
     assert leftovers(dest.parent) == []
 
 
+def test_mirror_subfolder_is_preferred(mirror, tmp_path):
+    # One mirror can hold several files of the same name, e.g. <mirror>/gpt2/model.safetensors.
+    other = b"another model"
+    (mirror / "m1").mkdir()
+    (mirror / "m1" / "x.txt").write_bytes(other)
+    dest = tmp_path / "data" / "m1" / "x.txt"
+    download(UNREACHABLE, dest, hashlib.sha256(other).hexdigest(), retries=0)
+    assert dest.read_bytes() == other
+    dest2 = tmp_path / "data" / "m2" / "x.txt"  # no m2/ in the mirror: the top-level file is used
+    download(UNREACHABLE, dest2, SHA, retries=0)
+    assert dest2.read_bytes() == CONTENT
+
+
 def test_hash_mismatch_is_rejected(mirror, tmp_path):
     (mirror / "x.txt").write_bytes(b"a captive portal's login page")
     dest = tmp_path / "data" / "x.txt"
