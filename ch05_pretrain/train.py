@@ -202,6 +202,7 @@ def train(
     total_steps = max_steps if max_steps is not None else epochs * steps_per_epoch
     if n_batches == 0 or total_steps <= 0:
         raise ValueError(f"nothing to train: {n_batches} batches, {total_steps} steps")
+    lr_factor(0, total_steps, warmup_steps, lr_schedule, min_lr_ratio)  # fail early on a typo
     for group in optimizer.param_groups:
         group.setdefault("initial_lr", group["lr"])  # the same key PyTorch's LR schedulers use
     generators = _loader_generators(train_loader)
