@@ -1,0 +1,196 @@
+"""One GPT-2 training step on the CPU: our GPTModel (readable and fast path) against Hugging Face.
+
+A step = forward, cross-entropy on shifted targets, backward, AdamW update, in fp32, for the
+GPT-2 124M configuration at batch 2 x 256 (the shape chapter 5 trains with). All variants live in
+the same process and run in turn (readable, fast, HF, readable, ...), so a slow spell on a shared
+machine hits all of them alike; we report medians.
+
+Model FLOPs utilisation (MFU) uses the standard count of training FLOPs per token,
+    6 N + 12 L C T
+(Kaplan et al. 2020, sec. 2.1, for the 6N; Chowdhery et al. 2022, PaLM, appendix B, for the
+attention term), with N the parameters taking part in matmuls: every parameter except the
+position embeddings (the tied token-embedding matrix counts once, as the output head). The peak
+it is divided by is measured here, as the best speed of a large fp32 matmul.
+
+Usage:
+    python benchmarks/bench_train_step.py                 # full run (GPT-2 124M, 10 steps)
+    python benchmarks/bench_train_step.py --quick         # tiny config, seconds
+    python benchmarks/bench_train_step.py --profile       # plus the top ops of one step per variant
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+import torch.nn as nn
+from common import (PeakRSS, RESULTS_DIR, machine_info, markdown_table, matmul_peak_gflops, median,
+                    print_machine, summary_row, write_json)
+
+from ch04_gpt import GPT_CONFIGS, GPTConfig, GPTModel
+from ch05_pretrain import lm_loss
+
+Batch = tuple[torch.Tensor, torch.Tensor]  # (inputs (B, T), targets (B, T)), as lm_loss takes
+
+
+class HFLogits(nn.Module):
+    """Wraps a Hugging Face causal LM so that, like GPTModel, calling it returns logits only."""
+
+    def __init__(self, hf: nn.Module):
+        super().__init__()
+        self.hf = hf
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        return self.hf(input_ids=idx, use_cache=False).logits  # (B, T, V)
+
+
+def hf_gpt2(cfg: GPTConfig) -> nn.Module:
+    """transformers' GPT2LMHeadModel with the same shape as `cfg`, SDPA attention, no dropout."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    hf_cfg = GPT2Config(
+        vocab_size=cfg.vocab_size, n_positions=cfg.context_length, n_embd=cfg.emb_dim,
+        n_layer=cfg.n_layers, n_head=cfg.n_heads, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+        tie_word_embeddings=True, use_cache=False, attn_implementation="sdpa",
+        bos_token_id=cfg.vocab_size - 1, eos_token_id=cfg.vocab_size - 1,  # GPT-2: <|endoftext|>
+    )
+    return GPT2LMHeadModel(hf_cfg)
+
+
+def adamw_fast(params) -> tuple[torch.optim.Optimizer, str]:
+    """AdamW with the fused kernel (CPU support since torch 2.4), else the multi-tensor one."""
+    try:
+        opt = torch.optim.AdamW(params, lr=4e-4, weight_decay=0.1, fused=True)
+        return opt, "fused"
+    except (RuntimeError, TypeError):
+        return torch.optim.AdamW(params, lr=4e-4, weight_decay=0.1, foreach=True), "foreach"
+
+
+def build_variants(cfg: GPTConfig, compile_fast: bool) -> list[dict]:
+    """One dict per variant: name, module (holds the parameters), model (what is called:
+    idx (B, T) -> logits (B, T, V); the compiled module with --compile), opt and its label.
+    On CPU tensors, AdamW's default implementation is the per-parameter for-loop."""
+    torch.manual_seed(0)
+    readable = GPTModel(cfg)
+    fast = GPTModel(cfg).set_fast_path(True)
+    hf = hf_gpt2(cfg)
+    fast_opt, fast_opt_name = adamw_fast(fast.parameters())
+    variants = [
+        dict(name="ours, readable", module=readable,
+             opt=torch.optim.AdamW(readable.parameters(), lr=4e-4, weight_decay=0.1),
+             opt_name="default (for-loop on CPU)"),
+        dict(name="ours, fast path" + (" + compile" if compile_fast else ""), module=fast,
+             opt=fast_opt, opt_name=fast_opt_name),
+        dict(name="HF transformers (sdpa)", module=HFLogits(hf),
+             opt=torch.optim.AdamW(hf.parameters(), lr=4e-4, weight_decay=0.1),
+             opt_name="default (for-loop on CPU)"),
+    ]
+    for v in variants:
+        v["module"].train()
+        v["model"] = torch.compile(v["module"]) if compile_fast and v["module"] is fast else v["module"]
+    return variants
+
+
+def train_step(v: dict, batch: Batch) -> float:
+    """Forward, loss, backward, AdamW update; returns the loss."""
+    v["opt"].zero_grad(set_to_none=True)
+    loss = lm_loss(v["model"], batch)
+    loss.backward()
+    v["opt"].step()
+    return loss.item()
+
+
+def flops_per_token(model: GPTModel) -> float:
+    """6 N + 12 L C T training FLOPs per token (see the module docstring)."""
+    cfg = model.cfg
+    n = sum(p.numel() for p in model.parameters()) - model.pos_emb.weight.numel()
+    return 6 * n + 12 * cfg.n_layers * cfg.emb_dim * cfg.context_length
+
+
+def profile_step(v: dict, batch: Batch, top: int = 12) -> None:
+    """Print the ops taking the most CPU time in one training step."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        train_step(v, batch)
+    print(f"\n### Profile: {v['name']}\n")
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=top))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--steps", type=int, default=10, help="timed steps per variant")
+    p.add_argument("--warmup", type=int, default=2, help="untimed steps per variant first")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    p.add_argument("--batch-size", type=int, default=2)
+    p.add_argument("--quick", action="store_true", help="tiny config for a smoke test")
+    p.add_argument("--compile", action="store_true", help="torch.compile the fast-path model")
+    p.add_argument("--profile", action="store_true", help="profile one step of each variant")
+    p.add_argument("--json", default=str(RESULTS_DIR / "bench_train_step.json"), help="output JSON path")
+    args = p.parse_args()
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cfg = GPT_CONFIGS["gpt2"].replace(context_length=256, drop_rate=0.0)
+    if args.quick:
+        cfg = cfg.replace(vocab_size=512, context_length=32, emb_dim=64, n_heads=4, n_layers=2)
+    B, T = args.batch_size, cfg.context_length
+
+    info = machine_info()
+    print_machine(info)
+    peak = matmul_peak_gflops()
+    print(f"fp32 matmul peak (best 2048^3 matmul): {peak:.1f} GFLOP/s")
+    print(f"config: C={cfg.emb_dim} L={cfg.n_layers} nh={cfg.n_heads} V={cfg.vocab_size}; "
+          f"batch {B} x {T}; loss ch05_pretrain.lm_loss")
+
+    variants = build_variants(cfg, args.compile)
+    fpt = flops_per_token(variants[0]["module"])
+    g = torch.Generator().manual_seed(0)
+    data = torch.randint(0, cfg.vocab_size, (B, T + 1), generator=g)
+    batch = (data[:, :-1], data[:, 1:])  # targets are the inputs shifted left by one
+
+    for _ in range(args.warmup):
+        for v in variants:
+            train_step(v, batch)
+    for v in variants:
+        v["times"], v["mem"], v["losses"] = [], [], []
+    for _ in range(args.steps):  # alternate: every round runs each variant once
+        for v in variants:
+            with PeakRSS() as rss:
+                t0 = time.perf_counter()
+                v["losses"].append(train_step(v, batch))
+                v["times"].append(time.perf_counter() - t0)
+            v["mem"].append(rss.peak_increase)
+
+    hf_time = median(variants[-1]["times"])
+    rows, summary = [], []
+    for v, goal in zip(variants, ("<= 1.10", "<= 0.90", "")):
+        t = median(v["times"])
+        rows.append({
+            "variant": v["name"], "AdamW": v["opt_name"], "median step (s)": t,
+            "min step (s)": min(v["times"]), "tokens/s": B * T / t,
+            "MFU (%)": 100 * fpt * B * T / t / (peak * 1e9), "time vs HF": t / hf_time,
+            "goal vs HF": goal, "step peak RSS (MiB)": max(v["mem"]) / 2**20,
+            "last loss": v["losses"][-1],
+        })
+        summary.append(summary_row("train step", v["name"], "median step (s)", t, t / hf_time, goal,
+                                   goal_on="ratio_vs_hf"))
+        assert torch.isfinite(torch.tensor(v["losses"])).all(), f"{v['name']}: loss is not finite"
+    print()
+    print(markdown_table(rows))
+
+    if args.profile:
+        for v in variants:
+            profile_step(v, batch)
+
+    payload = {"benchmark": "train_step", "machine": info, "matmul_peak_gflops": peak,
+               "config": cfg.to_dict(), "batch": [B, T], "steps": args.steps, "warmup": args.warmup,
+               "flops_per_token": fpt, "compile": args.compile, "quick": args.quick,
+               "rows": rows, "summary": summary,
+               "times": {v["name"]: v["times"] for v in variants}}
+    print(f"\nwrote {write_json(args.json, payload)}")
+
+
+if __name__ == "__main__":
+    main()
