@@ -137,14 +137,16 @@ def test_residual_projections_have_scaled_init():
     assert abs(model.blocks[0].ff.fc1.weight.std().item() - 0.02) < 0.001
 
 
+@pytest.mark.parametrize("fused_qkv", [False, True])
 @pytest.mark.parametrize("cfg_changes", [{}, {"tie_weights": False}, {"norm_position": "post"}])
-def test_fast_path_equals_readable(cfg_changes):
+def test_fast_path_equals_readable(cfg_changes, fused_qkv):
     torch.manual_seed(0)
     cfg = TINY.replace(**cfg_changes)
     readable = GPTModel(cfg)
     fast = GPTModel(cfg)
     fast.load_state_dict(readable.state_dict())
-    fast.set_fast_path(True)
+    fast.set_fast_path(True, fused_qkv=fused_qkv)
+    assert fast.blocks[0].att.fused_qkv == fused_qkv and fast.blocks[0].att.use_sdpa
     idx = torch.randint(0, cfg.vocab_size, (2, cfg.context_length))
     targets = torch.randint(0, cfg.vocab_size, (2, cfg.context_length))
     logits_r, logits_f = readable(idx), fast(idx)
