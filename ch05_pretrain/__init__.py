@@ -2,7 +2,6 @@
 
 from .checkpoint import load_checkpoint, load_model, save_checkpoint
 from .device import autocast, get_device, maybe_compile, move_to_device, unwrap
-from .fallback import get_fallback_model
 from .generate import apply_temperature, generate, sample_next_token, top_k_filter, top_p_filter
 from .gpt2_weights import GPT2_WEIGHTS, iter_safetensors, load_gpt2
 from .losses import IGNORE_INDEX, evaluate, lm_loss, perplexity
@@ -17,7 +16,6 @@ __all__ = [
     "evaluate",
     "generate",
     "get_device",
-    "get_fallback_model",
     "iter_safetensors",
     "load_checkpoint",
     "load_gpt2",

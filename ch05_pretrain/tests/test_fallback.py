@@ -1,5 +1,7 @@
 """The TinyStories fallback model: fast mode trains, caches, and a second call only loads."""
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -39,6 +41,11 @@ def test_fast_mode_trains_caches_then_loads(tmp_path, monkeypatch):
     idx = torch.randint(0, 50257, (1, 16))
     with torch.no_grad():
         torch.testing.assert_close(again(idx), model(idx), rtol=0, atol=0)
+
+    # A cache made by another recipe is not reused.
+    monkeypatch.setattr(fallback, "FAST", dataclasses.replace(fallback.FAST, max_steps=21))
+    with pytest.raises(AssertionError, match="cached model should be loaded"):
+        fallback.get_fallback_model(verbose=False)
 
     monkeypatch.delenv("FAST_DEV_RUN")  # full mode looks for its own file and would train
     with pytest.raises(AssertionError, match="cached model should be loaded"):
