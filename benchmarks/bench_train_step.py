@@ -29,7 +29,7 @@ from common import (PeakRSS, RESULTS_DIR, machine_info, markdown_table, matmul_p
                     print_machine, summary_row, write_json)
 
 from ch04_gpt import GPT_CONFIGS, GPTConfig, GPTModel
-from ch05_pretrain import lm_loss
+from ch05_pretrain import fast_adamw, lm_loss
 
 Batch = tuple[torch.Tensor, torch.Tensor]  # (inputs (B, T), targets (B, T)), as lm_loss takes
 
@@ -59,12 +59,9 @@ def hf_gpt2(cfg: GPTConfig) -> nn.Module:
 
 
 def adamw_fast(params) -> tuple[torch.optim.Optimizer, str]:
-    """AdamW with the fused kernel (CPU support since torch 2.4), else the multi-tensor one."""
-    try:
-        opt = torch.optim.AdamW(params, lr=4e-4, weight_decay=0.1, fused=True)
-        return opt, "fused"
-    except (RuntimeError, TypeError):
-        return torch.optim.AdamW(params, lr=4e-4, weight_decay=0.1, foreach=True), "foreach"
+    """The fast path's optimizer, `ch05_pretrain.fast_adamw`, and which kernel it got."""
+    opt = fast_adamw(params, lr=4e-4, weight_decay=0.1)
+    return opt, "fused" if opt.defaults.get("fused") else "foreach"
 
 
 def build_variants(cfg: GPTConfig, compile_fast: bool) -> list[dict]:

@@ -127,3 +127,13 @@ def move_to_device(batch, device: torch.device | str):
     if isinstance(batch, (list, tuple)):
         return type(batch)(move_to_device(v, device) for v in batch)
     return batch
+
+
+def fast_adamw(params, lr: float, weight_decay: float = 0.1, **kwargs) -> torch.optim.AdamW:
+    """AdamW that updates all parameters in one fused kernel where this PyTorch has it (CPU since
+    torch 2.4, CUDA, MPS), else with multi-tensor ("foreach") kernels. Same maths as the default
+    for-loop AdamW, which on CPU spends about a tenth of a GPT-2 training step on the update."""
+    try:
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=True, **kwargs)
+    except (RuntimeError, TypeError, ValueError):  # older PyTorch, or a device without fused AdamW
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, foreach=True, **kwargs)

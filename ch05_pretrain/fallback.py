@@ -29,7 +29,7 @@ from ch02_data import EOT_ID, create_dataloader, fast_dev_run, fetch, gpt2_encod
 from ch04_gpt import GPTConfig, GPTModel
 
 from .checkpoint import load_checkpoint, save_checkpoint
-from .device import get_device
+from .device import fast_adamw, get_device
 from .generate import generate
 from .losses import lm_loss, perplexity
 from .train import train
@@ -94,14 +94,6 @@ def split_text(text: str, val_fraction: float) -> tuple[str, str]:
     return text[:cut], text[cut:]
 
 
-def _adamw(params, recipe: Recipe) -> torch.optim.AdamW:
-    """AdamW with the fused kernel (one kernel for all parameters) where this PyTorch has it."""
-    try:
-        return torch.optim.AdamW(params, lr=recipe.lr, weight_decay=recipe.weight_decay, fused=True)
-    except (RuntimeError, TypeError, ValueError):  # older PyTorch: fused only on CUDA
-        return torch.optim.AdamW(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
-
-
 def train_fallback(recipe: Recipe, device: torch.device, verbose: bool = True) -> tuple[GPTModel, dict]:
     """Pretrain the fallback model from scratch following `recipe`; return it and its info."""
     text = fetch(DATA_FILE).read_text(encoding="utf-8")[: recipe.text_chars]
@@ -116,7 +108,7 @@ def train_fallback(recipe: Recipe, device: torch.device, verbose: bool = True) -
     val_loader = create_dataloader(val_text, batch_size=recipe.batch_size, max_length=T,
                                    stride=T, shuffle=False, drop_last=False, tokenizer=tokenizer)
     model = GPTModel(recipe.cfg).set_fast_path(True).to(device)  # fused kernels, same function
-    optimizer = _adamw(model.parameters(), recipe)
+    optimizer = fast_adamw(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
     if verbose:
         n_params = sum(p.numel() for p in model.parameters())
         print(f"{n_params / 1e6:.1f}M parameters, {recipe.max_steps} steps of "

@@ -35,7 +35,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from ch02_data import GPTDataset, fetch
 from ch04_gpt import GPT_CONFIGS, GPTConfig, GPTModel
 
-from .device import get_device, maybe_compile, unwrap
+from .device import fast_adamw, get_device, maybe_compile, unwrap
 from .losses import lm_loss
 from .train import train
 
@@ -175,7 +175,7 @@ def _run(args: argparse.Namespace, ranks: Ranks) -> dict:
     # The same seed on every rank gives the same initial weights (and DDP copies rank 0's anyway).
     torch.manual_seed(args.seed)
     model = GPTModel(cfg).to(ranks.device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    optimizer = fast_adamw(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     loss_fn = lm_loss
     if dist.is_initialized():
         # DDP copies rank 0's weights to every rank now and all-reduces gradients in backward.

@@ -59,3 +59,23 @@ def test_move_to_device_nested():
     assert isinstance(moved["a"], tuple) and isinstance(moved["a"][1], list)
     assert isinstance(moved["b"], Pair) and moved["b"].y == 3 and moved["c"] == "text"
     assert torch.equal(moved["a"][1][0], torch.zeros(2))
+
+
+def test_fast_adamw_matches_default_adamw():
+    from ch05_pretrain import fast_adamw
+
+    torch.manual_seed(0)
+    a = torch.nn.Linear(8, 4)
+    b = torch.nn.Linear(8, 4)
+    b.load_state_dict(a.state_dict())
+    opt_a = torch.optim.AdamW(a.parameters(), lr=1e-2, weight_decay=0.1)
+    opt_b = fast_adamw(b.parameters(), lr=1e-2, weight_decay=0.1)
+    assert opt_b.defaults.get("fused") or opt_b.defaults.get("foreach")
+    x = torch.randn(16, 8)
+    for _ in range(3):
+        for m, opt in ((a, opt_a), (b, opt_b)):
+            opt.zero_grad()
+            m(x).pow(2).mean().backward()
+            opt.step()
+    for p, q in zip(a.parameters(), b.parameters()):
+        assert torch.allclose(p, q, atol=1e-6)
