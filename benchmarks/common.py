@@ -36,6 +36,17 @@ def median(xs: Sequence[float]) -> float:
     return statistics.median(xs)
 
 
+def paired_ratio(xs: Sequence[float], ys: Sequence[float]) -> float:
+    """Median of xs[i] / ys[i] over rounds i, where round i timed both variants back to back.
+
+    On a shared machine the speed drifts by tens of percent over seconds. A slow spell slows both
+    runs of a round alike, so the per-round ratio cancels it; the ratio of two medians does not.
+    """
+    if len(xs) != len(ys) or not xs:
+        raise ValueError(f"need two equally long, non-empty lists, got {len(xs)} and {len(ys)}")
+    return statistics.median(x / y for x, y in zip(xs, ys))
+
+
 def cpu_model() -> str:
     """The CPU's marketing name, e.g. "AMD EPYC" (from /proc/cpuinfo on Linux)."""
     try:

@@ -116,20 +116,23 @@ class MultiHeadAttention(nn.Module):
         if kv_cache is not None:
             k, v = kv_cache.update(k, v)  # (B, nh, start + T, hs): earlier tokens too
 
-        # Row i of the mask belongs to the query at absolute position start + i.
-        mask = self.mask[start : start + T, : start + T]  # (T, start + T)
+        # Row i of the mask belongs to the query at absolute position start + i. A single new
+        # token (T == 1, generation with a cache) may see every stored token: nothing to hide.
+        mask = self.mask[start : start + T, : start + T] if T > 1 else None  # (T, start + T)
         if self.use_sdpa:
             ctx = F.scaled_dot_product_attention(
                 q, k, v,
-                attn_mask=None if start == 0 else ~mask,  # SDPA's bool mask: True = attend
+                attn_mask=None if start == 0 or mask is None else ~mask,  # True = attend
                 dropout_p=self.dropout.p if self.training else 0.0,
-                is_causal=start == 0,
+                is_causal=start == 0 and T > 1,
             )  # (B, nh, T, hs)
         else:
             # Scaled dot products: dividing by sqrt(hs) keeps the scores' variance near 1, so the
-            # softmax does not saturate into one-hot weights with vanishing gradients.
-            scores = q @ k.transpose(-2, -1) / math.sqrt(self.head_dim)  # (B, nh, T, start + T)
-            scores = scores.masked_fill(mask, float("-inf"))  # hide the future
+            # softmax does not saturate into one-hot weights with vanishing gradients. Scaling q
+            # before the product gives the same scores and touches a (T, hs) tensor, not (T, T).
+            scores = (q / math.sqrt(self.head_dim)) @ k.transpose(-2, -1)  # (B, nh, T, start + T)
+            if mask is not None:
+                scores = scores.masked_fill(mask, float("-inf"))  # hide the future
             weights = torch.softmax(scores, dim=-1)
             weights = self.dropout(weights)
             ctx = weights @ v  # (B, nh, T, hs)
