@@ -85,8 +85,10 @@ def main() -> None:
         run(8)  # warm up: allocator, thread pool, first-call overheads
     times = {name: [] for name in variants}
     tokens = {}
-    for _ in range(args.repeats):  # alternate so a busy spell on the machine hits all variants
-        for name, run in variants.items():
+    names = list(variants)
+    for r in range(args.repeats):  # alternate so a busy spell on the machine hits all variants
+        for name in names[r % len(names):] + names[: r % len(names)]:  # rotate the order too
+            run = variants[name]
             t0 = time.perf_counter()
             tokens[name] = run(N)  # (1, prompt_len + N)
             times[name].append(time.perf_counter() - t0)
