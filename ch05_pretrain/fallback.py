@@ -3,9 +3,9 @@
 Chapters 6 and 7 and the bonus material start from a pretrained model. When the GPT-2 weights
 cannot be downloaded (firewall, offline, no disk space), they call `get_fallback_model()`
 instead. The first call pretrains a compact GPT on 2 MiB of TinyStories (Eldan & Li 2023)
-with this chapter's `train` and `lm_loss` (614k tokens: 36 minutes on a busy 2-core CPU, about
-12 at its idle speed of ~900 tokens/s); the model uses GPT-2's tokenizer and vocabulary, so it
-plugs into every later chapter unchanged.
+with this chapter's `train` and `lm_loss` (614k tokens: 10 minutes at ~1,000 tokens/s on an idle
+2-core Xeon, 36 minutes on a busy 2-core EPYC); the model uses GPT-2's tokenizer and vocabulary,
+so it plugs into every later chapter unchanged.
 The result is cached under `<repository>/checkpoints/` (set CHECKPOINT_DIR to move it), and
 later calls load it in about a second. Pre-train it ahead of time with
 
