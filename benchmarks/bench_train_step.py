@@ -2,8 +2,8 @@
 
 A step = forward, cross-entropy on shifted targets, backward, AdamW update, in fp32, for the
 GPT-2 124M configuration at batch 2 x 256 (the shape chapter 5 trains with). All variants live in
-the same process and run in turn (readable, fast, HF, readable, ...), so a slow spell on a shared
-machine hits all of them alike. We report median step times, and compare with HF by the median of
+the same process and run in turn, one step each per round with the order rotating between rounds,
+so a slow spell on a shared machine hits all of them alike. We report median step times, and compare with HF by the median of
 the per-round ratios (`common.paired_ratio`), which cancels the machine's drift between rounds.
 
 Model FLOPs utilisation (MFU) uses the standard count of training FLOPs per token,
