@@ -3,8 +3,8 @@
 200 new tokens from a 10-token prompt, batch 1, GPT-2 124M configuration (context 1024), eval
 mode, no gradients. Both models get the same (random) weights, copied from the Hugging Face
 model with `ch04_gpt.load_hf_gpt2_weights`, so greedy decoding must produce the same tokens;
-the script checks that. Variants run in turn, the order rotating between rounds (ours cached, ours uncached, ours fast path cached,
-HF), `--repeats` times. We report the median time of each and compare with HF by the median of
+the script checks that. Variants run in turn (ours cached, ours uncached, ours fast path cached,
+HF), `--repeats` times, the order rotating between rounds. We report the median time of each and compare with HF by the median of
 the per-round ratios (`common.paired_ratio`), which cancels the machine's drift between rounds.
 
 Usage:
