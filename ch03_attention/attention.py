@@ -89,6 +89,9 @@ class MultiHeadAttention(nn.Module):
         # Fast-path switches (off = the readable path). See GPTModel.set_fast_path.
         self.use_sdpa = False
         self.fused_qkv = False
+        # False: every token attends to every token, past and future (an encoder, as in BERT).
+        # Chapter 6 measures what that does to a classifier; see GPTModel.set_causal.
+        self.causal = True
 
     def _project_qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Queries, keys and values, each (B, T, C)."""
@@ -108,6 +111,10 @@ class MultiHeadAttention(nn.Module):
         if start + T > self.context_length:
             raise ValueError(f"{start + T} tokens exceed context_length {self.context_length}")
 
+        if kv_cache is not None and not self.causal:
+            # Cached keys/values were computed without seeing later tokens: only valid if causal.
+            raise ValueError("kv_cache needs causal attention; call set_causal(True) before generating")
+
         q, k, v = self._project_qkv(x)  # each (B, T, C)
         # Split C into nh heads of size hs and move heads next to batch.
         q = q.view(B, T, self.num_heads, self.head_dim).transpose(1, 2)  # (B, nh, T, hs)
@@ -118,13 +125,14 @@ class MultiHeadAttention(nn.Module):
 
         # Row i of the mask belongs to the query at absolute position start + i. A single new
         # token (T == 1, generation with a cache) may see every stored token: nothing to hide.
-        mask = self.mask[start : start + T, : start + T] if T > 1 else None  # (T, start + T)
+        # Bidirectional attention (causal=False) hides nothing.
+        mask = self.mask[start : start + T, : start + T] if T > 1 and self.causal else None
         if self.use_sdpa:
             ctx = F.scaled_dot_product_attention(
                 q, k, v,
                 attn_mask=None if start == 0 or mask is None else ~mask,  # True = attend
                 dropout_p=self.dropout.p if self.training else 0.0,
-                is_causal=start == 0 and T > 1,
+                is_causal=start == 0 and mask is not None,
             )  # (B, nh, T, hs)
         else:
             # Scaled dot products: dividing by sqrt(hs) keeps the scores' variance near 1, so the

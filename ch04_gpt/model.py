@@ -185,6 +185,17 @@ class GPTModel(nn.Module):
         """Empty per-layer caches for generation, holding up to `max_len` tokens (default: context)."""
         return [KVCache(max_len or self.cfg.context_length) for _ in self.blocks]
 
+    def set_causal(self, enabled: bool = True) -> "GPTModel":
+        """Switch every attention layer between causal (the default: a token sees only itself and
+        earlier tokens) and bidirectional attention (every token sees the whole sequence, as in
+        an encoder such as BERT). Generation with a KV cache needs causal attention and refuses
+        to run without it. `set_causal(True)` restores the causal outputs exactly.
+        """
+        for m in self.modules():
+            if isinstance(m, MultiHeadAttention):
+                m.causal = bool(enabled)
+        return self
+
     def set_fast_path(self, enabled: bool = True, fused_qkv: bool = False) -> "GPTModel":
         """Switch every layer between the readable path and fused PyTorch kernels (SDPA attention,
         fused LayerNorm and GELU). Both compute the same function.

@@ -243,3 +243,30 @@ def test_kv_cache_chunks_equal_full_forward(fast):
             assert (torch.cat(chunks, dim=1) - full).abs().max().item() < 1e-5
         with pytest.raises(ValueError):
             model(idx[:, :1], cache)  # the cache is full: position 16 does not exist
+
+
+@pytest.mark.parametrize("fast", [False, True])
+def test_set_causal_false_lets_position_0_see_later_tokens_and_true_restores(fast):
+    torch.manual_seed(0)
+    cfg = GPTConfig(vocab_size=50, context_length=8, emb_dim=16, n_heads=2, n_layers=2, drop_rate=0.0)
+    model = GPTModel(cfg).set_fast_path(fast).eval()
+    x = torch.randint(0, 50, (2, 6))
+    x2 = x.clone()
+    x2[:, 3:] = (x2[:, 3:] + 1) % 50  # change the later tokens only
+    causal = model(x)
+    torch.testing.assert_close(causal[:, 0], model(x2)[:, 0], rtol=0, atol=0)  # causal: unchanged
+    model.set_causal(False)
+    assert not torch.allclose(model(x)[:, 0], model(x2)[:, 0])  # position 0 now sees the future
+    with pytest.raises(ValueError, match="causal"):
+        model(x, kv_cache=model.new_kv_cache())
+    model.set_causal(True)
+    torch.testing.assert_close(model(x), causal, rtol=0, atol=0)
+
+
+def test_bidirectional_readable_equals_fast_path():
+    torch.manual_seed(0)
+    cfg = GPTConfig(vocab_size=50, context_length=8, emb_dim=16, n_heads=2, n_layers=2, drop_rate=0.0)
+    model = GPTModel(cfg).set_causal(False).eval()
+    x = torch.randint(0, 50, (2, 7))
+    readable = model(x)
+    torch.testing.assert_close(model.set_fast_path(True)(x), readable, rtol=1e-5, atol=1e-5)
