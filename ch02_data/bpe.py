@@ -13,6 +13,7 @@ exactly tiktoken's "gpt2" ids.
 
 from __future__ import annotations
 
+import heapq
 import json
 import os
 from collections import Counter, defaultdict
@@ -30,6 +31,7 @@ ENDOFTEXT = "<|endoftext|>"
 
 _MAX_RANK = 1 << 62  # "no such token": larger than any id
 _CACHE_SIZE = 100_000  # chunks remembered by encode before the cache is emptied
+_CACHE_MAX_LEN = 100  # longer chunks are rare and not remembered: they would only fill memory
 
 
 def bytes_to_unicode() -> dict[int, str]:
@@ -190,26 +192,55 @@ class BPETokenizer:
     # ---------------------------------------------------------------- encoding and decoding
 
     def _bpe(self, piece: bytes) -> list[int]:
-        """Ids of one pre-tokenized chunk: merge adjacent parts, lowest rank first, until none fits."""
+        """Ids of one pre-tokenized chunk: merge adjacent parts, lowest rank first, until none fits.
+
+        The rule is the notebook's `encode_chunk`: join the adjacent pair whose joined bytes
+        have the lowest id (the leftmost of equal ids), repeat. Searching all pairs for the
+        minimum after every merge would cost O(n^2) for a chunk of n bytes ("a" * 100_000 took
+        minutes), so the parts form a linked list and the candidate pairs wait in a heap keyed
+        by (rank, position): O(n log n). A merge changes only the two pairs touching the new
+        part; their old heap entries stay and are skipped when popped ("lazy deletion").
+        """
         ranks = self._ranks
         if piece in ranks:  # the whole chunk is one token (tiktoken takes this shortcut too)
             return [ranks[piece]]
-        # bounds[i]:bounds[i + 1] is part i; start with one part per byte.
-        bounds = list(range(len(piece) + 1))
-        # pair_rank[i] = rank (id) of the token that joins part i and part i + 1, if it exists.
-        pair_rank = [ranks.get(piece[i : i + 2], _MAX_RANK) for i in range(len(piece) - 1)]
-        while pair_rank:
-            best = min(pair_rank)
-            if best == _MAX_RANK:
-                break
-            i = pair_rank.index(best)  # the leftmost of equal ranks, as tiktoken
-            del bounds[i + 1], pair_rank[i]  # part i swallows part i + 1
-            # Only the pairs touching the new part change.
-            if i < len(pair_rank):
-                pair_rank[i] = ranks.get(piece[bounds[i] : bounds[i + 2]], _MAX_RANK)
-            if i > 0:
-                pair_rank[i - 1] = ranks.get(piece[bounds[i - 1] : bounds[i + 1]], _MAX_RANK)
-        return [ranks[piece[a:b]] for a, b in zip(bounds, bounds[1:])]
+        n = len(piece)
+        # Part s covers piece[s:nxt[s]]; parts are named by their first byte. Start with one
+        # part per byte. prv[s] is the part before part s.
+        nxt = list(range(1, n + 1))
+        prv = list(range(-1, n - 1))
+        # pair_rank[s] = rank of part s joined with the part after it (_MAX_RANK if that is not
+        # a token, or part s is last); -1 once part s has been swallowed by its left neighbour.
+        pair_rank = [ranks.get(piece[s : s + 2], _MAX_RANK) for s in range(n - 1)] + [_MAX_RANK]
+        # A heap entry is the int rank * n + s: ordered by rank, then by position, so the
+        # smallest entry is the lowest rank and, among equal ranks, the leftmost pair.
+        heap = [r * n + s for s, r in enumerate(pair_rank) if r != _MAX_RANK]
+        heapq.heapify(heap)
+        while heap:
+            rank, s = divmod(heapq.heappop(heap), n)
+            if pair_rank[s] != rank:  # stale: part s was swallowed or its pair changed
+                continue
+            right = nxt[s]
+            end = nxt[right]
+            nxt[s] = end  # part s swallows the part to its right
+            pair_rank[right] = -1
+            if end < n:
+                prv[end] = s
+                r = pair_rank[s] = ranks.get(piece[s : nxt[end]], _MAX_RANK)
+                if r != _MAX_RANK:
+                    heapq.heappush(heap, r * n + s)
+            else:
+                pair_rank[s] = _MAX_RANK
+            left = prv[s]
+            if left >= 0:
+                r = pair_rank[left] = ranks.get(piece[left:end], _MAX_RANK)
+                if r != _MAX_RANK:
+                    heapq.heappush(heap, r * n + left)
+        ids, s = [], 0
+        while s < n:
+            ids.append(ranks[piece[s : nxt[s]]])
+            s = nxt[s]
+        return ids
 
     def encode_ordinary(self, text: str) -> list[int]:
         """Token ids of `text`, treating special-token text as ordinary text."""
@@ -217,9 +248,11 @@ class BPETokenizer:
         for chunk in self._regex.findall(text):
             cached = self._cache.get(chunk)
             if cached is None:
-                if len(self._cache) >= _CACHE_SIZE:
-                    self._cache.clear()
-                cached = self._cache[chunk] = self._bpe(chunk.encode("utf-8"))
+                cached = self._bpe(chunk.encode("utf-8"))
+                if len(chunk) <= _CACHE_MAX_LEN:
+                    if len(self._cache) >= _CACHE_SIZE:
+                        self._cache.clear()
+                    self._cache[chunk] = cached
             ids.extend(cached)
         return ids
 
