@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import heapq
 import json
+import operator
 import os
 from collections import Counter, defaultdict
 from collections.abc import Collection, Iterable
@@ -299,8 +300,23 @@ class BPETokenizer:
         return ids
 
     def decode_bytes(self, ids: Iterable[int]) -> bytes:
-        """The bytes of `ids` joined together."""
-        return b"".join(self._decoder[i] for i in ids)
+        """The bytes of `ids` joined together; `ids` may also be a 1-D integer tensor."""
+        ids = list(ids)
+        decoder = self._decoder
+        try:
+            return b"".join([decoder[i] for i in ids])
+        except (KeyError, TypeError):  # not all plain ints of this vocabulary: look at each one
+            return b"".join([decoder[self._token_id(i, k)] for k, i in enumerate(ids)])
+
+    def _token_id(self, i: object, k: int) -> int:
+        """`i`, the k-th id given to decode, as an int of this vocabulary, else a ValueError."""
+        try:
+            i = operator.index(i)  # ints, numpy ints and one-element integer tensors
+        except TypeError:
+            pass
+        if not isinstance(i, int) or i not in self._decoder:
+            raise ValueError(f"ids[{k}]={i!r} is not a token id; use ints from 0 to {self.n_vocab - 1}")
+        return i
 
     def decode(self, ids: Iterable[int], errors: str = "replace") -> str:
         """Text of `ids`; a cut-off UTF-8 character becomes U+FFFD, as in tiktoken."""

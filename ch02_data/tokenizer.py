@@ -35,11 +35,19 @@ def build_vocab(text: str, special_tokens: tuple[str, ...] = (ENDOFTEXT, UNK)) -
     return {tok: i for i, tok in enumerate([*words, *special_tokens])}
 
 
+class UnknownWordError(KeyError, ValueError):
+    """A word missing from a vocabulary that has no `<|unk|>`.
+
+    A KeyError (a failed look-up, as the notebook shows) and a ValueError (bad input), so
+    either `except` catches it.
+    """
+
+
 class SimpleTokenizer:
     """Encode text to ids with a fixed word vocabulary, and decode ids back to text.
 
     Words missing from the vocabulary become `<|unk|>` when the vocabulary has that token;
-    without it they raise KeyError (the problem `<|unk|>` was added to solve).
+    without it they raise UnknownWordError, a KeyError (the problem `<|unk|>` was added to solve).
     """
 
     def __init__(self, vocab: dict[str, int]):
@@ -53,7 +61,7 @@ class SimpleTokenizer:
             tokens = [tok if tok in self.str_to_int else UNK for tok in tokens]
         missing = [tok for tok in tokens if tok not in self.str_to_int]
         if missing:
-            raise KeyError(f"not in the vocabulary: {missing[:5]} (add {UNK!r} to map them)")
+            raise UnknownWordError(f"not in the vocabulary: {missing[:5]} (add {UNK!r} to map them)")
         return [self.str_to_int[tok] for tok in tokens]
 
     def decode(self, ids: list[int]) -> str:
@@ -67,7 +75,13 @@ class SimpleTokenizer:
         out: list[str] = []
         glue_next = True  # no space before the very first token
         quote_open = False
-        for tok in (self.int_to_str[i] for i in ids):
+        for k, i in enumerate(ids):
+            tok = self.int_to_str.get(i)
+            if tok is None:
+                raise ValueError(
+                    f"ids[{k}]={i!r} is not in the vocabulary; its ids run from "
+                    f"{min(self.int_to_str)} to {max(self.int_to_str)}"
+                )
             if tok == '"':
                 glue_prev, quote_open = quote_open, not quote_open
                 glue_after = quote_open  # an opening quote sticks to the word after it
