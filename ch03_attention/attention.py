@@ -12,6 +12,7 @@ Tests check that both give the same outputs and gradients.
 from __future__ import annotations
 
 import math
+from numbers import Integral
 
 import torch
 import torch.nn as nn
@@ -23,13 +24,22 @@ class KVCache:
 
     Buffers of shape (B, nh, max_len, hs) are allocated on the first `update` and filled
     left to right, so a step that adds one token copies one token's keys and values only.
+    A cache belongs to one batch of sequences: keys of another batch size, head layout or
+    dtype are refused; `reset()` empties it for a new prompt.
     """
 
     def __init__(self, max_len: int):
+        if isinstance(max_len, bool) or not isinstance(max_len, Integral) or max_len < 1:
+            raise ValueError(f"max_len={max_len!r}; use an int >= 1 (the most tokens the cache holds)")
         self.max_len = max_len
         self.k: torch.Tensor | None = None
         self.v: torch.Tensor | None = None
         self.length = 0  # tokens stored so far = position of the next token
+
+    def reset(self) -> None:
+        """Forget every stored token, so the next `update` starts a new sequence at position 0."""
+        self.k = self.v = None  # reallocated on the next update, for whatever batch size comes
+        self.length = 0
 
     def update(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Append new keys/values (B, nh, T, hs); return all stored so far (B, nh, length, hs)."""
@@ -37,8 +47,18 @@ class KVCache:
         if self.k is None:
             self.k = k.new_empty(B, nh, self.max_len, hs)
             self.v = v.new_empty(B, nh, self.max_len, hs)
+        elif (B, nh, hs) != (self.k.size(0), self.k.size(1), self.k.size(3)) or k.dtype != self.k.dtype:
+            # Copying would fail obscurely or, for a dtype, convert silently: say what differs.
+            held = f"B={self.k.size(0)}, nh={self.k.size(1)}, hs={self.k.size(3)}, {self.k.dtype}"
+            raise ValueError(
+                f"KV cache holds keys for {held}, got B={B}, nh={nh}, hs={hs}, {k.dtype}; "
+                "call reset() on the cache (or make a new one) before feeding another batch"
+            )
         if self.length + T > self.max_len:
-            raise ValueError(f"KV cache full: {self.length} + {T} tokens > max_len {self.max_len}")
+            raise ValueError(
+                f"KV cache full: {self.length} + {T} tokens > max_len {self.max_len}; "
+                "make a larger cache or reset() this one"
+            )
         self.k[:, :, self.length : self.length + T] = k
         self.v[:, :, self.length : self.length + T] = v
         self.length += T
@@ -67,6 +87,12 @@ class MultiHeadAttention(nn.Module):
         qkv_bias: bool = False,
     ):
         super().__init__()
+        for name, value in [("d_in", d_in), ("d_out", d_out), ("context_length", context_length),
+                            ("num_heads", num_heads)]:
+            if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
+                raise ValueError(f"{name}={value!r}; use an int >= 1")
+        if not 0.0 <= dropout < 1.0:  # also refuses NaN
+            raise ValueError(f"dropout={dropout!r}; use a probability in [0, 1)")
         if d_out % num_heads != 0:
             raise ValueError(f"d_out ({d_out}) must be divisible by num_heads ({num_heads})")
         self.d_out = d_out
@@ -106,6 +132,9 @@ class MultiHeadAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, kv_cache: KVCache | None = None) -> torch.Tensor:
         """x: (B, T, d_in) -> (B, T, d_out). With `kv_cache`, x holds only the new tokens."""
+        if x.dim() != 3:
+            raise ValueError(f"x must be (B, T, d_in), got shape {tuple(x.shape)}; add a batch dimension "
+                             "with x.unsqueeze(0)")
         B, T, _ = x.size()
         start = kv_cache.length if kv_cache is not None else 0  # position of x's first token
         if start + T > self.context_length:
