@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -78,6 +80,40 @@ FAST = Recipe(
 def checkpoint_dir() -> Path:
     """Where trained models are cached: $CHECKPOINT_DIR, else `<repository>/checkpoints` (git-ignored)."""
     return Path(os.environ.get(CHECKPOINT_ENV_VAR) or REPO_ROOT / "checkpoints")
+
+
+def unwritable_reason(path: Path) -> str | None:
+    """Why a file could not be saved at `path`, or None when it could; checked before long work.
+
+    Saving creates missing folders, so the nearest folder that exists must be a writable folder.
+    Creating (and removing) a temporary file there is the one test that also catches read-only
+    mounts and access-control lists, where permission bits alone mislead.
+    """
+    folder = path.parent
+    try:
+        if path.is_dir():
+            return f"{path} is a folder"
+        while not folder.exists() and folder != folder.parent:  # saving creates these
+            folder = folder.parent
+        if not folder.is_dir():
+            return f"{folder} is a file, not a folder"
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-test-")
+    except OSError as e:
+        return f"{folder} is not a writable folder ({e.strerror or e})"
+    os.close(fd)
+    os.unlink(probe)
+    return None
+
+
+def _warn(message: str) -> None:
+    """One line on stderr, shown even with verbose=False: it means work will not be kept."""
+    print(f"Warning: {message}", file=sys.stderr)
+
+
+def _first_line(error: BaseException) -> str:
+    """`Type: first line of the message`, short enough for a one-line warning."""
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0][:200]}" if text else type(error).__name__
 
 
 def current_recipe() -> Recipe:
@@ -149,33 +185,64 @@ def get_fallback_model(
 
     The first call (or `retrain=True`) trains it on `device` and caches it; later calls load
     the cache. The dict holds its config, final train/val loss, perplexity, training time,
-    tokens/s and the loss history, plus "path" and "from_cache".
+    tokens/s and the loss history, plus "path" (None when it could not be cached) and
+    "from_cache". An unreadable cache file is reported and replaced by a newly trained model; a
+    cache folder that cannot be written is reported before training, and the model is returned
+    uncached.
     """
     recipe = current_recipe()
     device = torch.device(device)
     path = checkpoint_dir() / recipe.file_name
-    if path.exists() and not retrain:
-        ckpt = load_checkpoint(path, device)
-        if ckpt.get("info", {}).get("recipe") == asdict(recipe):
-            model = GPTModel(recipe.cfg).to(device)
-            model.load_state_dict(ckpt["model"])
-            info = {**ckpt["info"], "path": str(path), "from_cache": True}
-            if verbose:
-                print(f"Loaded the TinyStories fallback model from {path} "
-                      f"(val loss {info['val_loss']:.3f}).")
-            return model.eval(), info
-        if verbose:
-            print(f"{path} was trained with another recipe; training again.")
+    if path.is_file() and not retrain:
+        cached = _load_cached(path, recipe, device, verbose)
+        if cached is not None:
+            return cached
 
+    # Check the cache folder now, not after ten minutes of training: a model that cannot be
+    # saved is still returned, with a warning instead of an error that would discard it.
+    problem = unwritable_reason(path)
+    if problem is not None:
+        _warn(f"the fallback model cannot be cached at {path} ({problem}); training it anyway "
+              f"(set {CHECKPOINT_ENV_VAR} to a writable folder to keep it).")
     if verbose:
-        print(f"Training the TinyStories fallback model on {device}; it is cached at {path}.")
+        print(f"Training the TinyStories fallback model on {device}"
+              + (f"; it is cached at {path}." if problem is None else "."))
     model, info = train_fallback(recipe, device, verbose)
-    save_checkpoint(path, model, info=info)
+    if problem is None:
+        try:
+            save_checkpoint(path, model, info=info)  # atomic: replaces a corrupt file in one step
+        except Exception as e:  # disk full, folder removed meanwhile, ...: keep the model
+            problem = _first_line(e)
+            _warn(f"the fallback model could not be cached at {path} ({problem}); returning it "
+                  f"uncached (set {CHECKPOINT_ENV_VAR} to a writable folder to keep it).")
     if verbose:
         print(f"Done in {info['train_seconds'] / 60:.1f} min ({info['tokens_per_second']:.0f} "
               f"tokens/s): train loss {info['train_loss']:.3f}, val loss {info['val_loss']:.3f} "
               f"(perplexity {info['val_perplexity']:.1f}).")
-    return model, {**info, "path": str(path), "from_cache": False}
+    return model, {**info, "path": str(path) if problem is None else None, "from_cache": False}
+
+
+def _load_cached(
+    path: Path, recipe: Recipe, device: torch.device, verbose: bool
+) -> tuple[GPTModel, dict] | None:
+    """The cached model and its info, or None when the file is unreadable or another recipe's."""
+    try:
+        ckpt = load_checkpoint(path, device)
+        if ckpt.get("info", {}).get("recipe") != asdict(recipe):
+            if verbose:
+                print(f"{path} was trained with another recipe; training again.")
+            return None
+        model = GPTModel(recipe.cfg).to(device)
+        model.load_state_dict(ckpt["model"])
+    except Exception as e:  # truncated, garbage, not a checkpoint, wrong tensors: train anew
+        _warn(f"cannot read the cached fallback model {path} ({_first_line(e)}); training it "
+              f"again and replacing the file.")
+        return None
+    info = {**ckpt["info"], "path": str(path), "from_cache": True}
+    if verbose:
+        print(f"Loaded the TinyStories fallback model from {path} "
+              f"(val loss {info['val_loss']:.3f}).")
+    return model.eval(), info
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,0 +1,146 @@
+"""Bad input to the scripts that save results (pretrain_ddp.py, the fallback cache), issue 9.
+
+Every mistake is refused before any training, in one sentence naming the argument, the value and
+what is allowed; a model that trained is never thrown away because it could not be saved.
+Everything runs in this process on tiny models; `train` is replaced by a stub wherever the test
+only needs to know that training was (or was not) reached.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+
+import pytest
+import torch
+
+from ch04_gpt import GPTConfig, GPTModel
+from ch05_pretrain import fallback
+from ch05_pretrain.checkpoint import save_checkpoint
+
+
+def refuse_writes_in(monkeypatch, folder):
+    """Make `folder` behave like a read-only folder (as root, chmod would not stop writes)."""
+    real_mkstemp = tempfile.mkstemp
+
+    def mkstemp(*args, dir=None, **kwargs):
+        if dir is not None and os.path.samefile(dir, folder):
+            raise PermissionError(13, "Permission denied", str(dir))
+        return real_mkstemp(*args, dir=dir, **kwargs)
+
+    monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
+
+
+# --- the fallback cache -----------------------------------------------------------------------
+
+TINY_RECIPE = dataclasses.replace(
+    fallback.FAST, file_name="tiny-test-fallback.pt",
+    cfg=GPTConfig(vocab_size=64, context_length=8, emb_dim=16, n_heads=2, n_layers=1,
+                  drop_rate=0.0),
+)
+
+
+@pytest.fixture
+def tiny_fallback(monkeypatch, tmp_path):
+    """FAST_DEV_RUN with a tiny recipe whose "training" only builds a model; lists the calls."""
+    monkeypatch.setenv("FAST_DEV_RUN", "1")
+    monkeypatch.setenv("CHECKPOINT_DIR", str(tmp_path / "checkpoints"))
+    monkeypatch.setattr(fallback, "FAST", TINY_RECIPE)
+    calls = []
+
+    def train_fallback(recipe, device, verbose=True):
+        calls.append(recipe)
+        torch.manual_seed(len(calls))
+        info = {"recipe": dataclasses.asdict(recipe), "train_loss": 3.0, "val_loss": 3.5,
+                "val_perplexity": 33.1, "train_seconds": 60.0, "tokens_per_second": 1000.0}
+        return GPTModel(recipe.cfg).eval(), info
+
+    monkeypatch.setattr(fallback, "train_fallback", train_fallback)
+    return calls
+
+
+def test_unwritable_cache_folder_warns_first_and_still_returns_the_model(
+        tiny_fallback, monkeypatch, tmp_path, capsys):
+    (tmp_path / "a-file").write_text("not a folder", encoding="utf-8")
+    folder = tmp_path / "a-file" / "checkpoints"
+    monkeypatch.setenv("CHECKPOINT_DIR", str(folder))
+    seen_before_training = []
+    train = fallback.train_fallback
+
+    def train_fallback(*args, **kwargs):
+        seen_before_training.append(capsys.readouterr().err)
+        return train(*args, **kwargs)
+
+    monkeypatch.setattr(fallback, "train_fallback", train_fallback)
+    model, info = fallback.get_fallback_model(verbose=False)
+    assert isinstance(model, GPTModel) and len(tiny_fallback) == 1
+    assert info["path"] is None and not info["from_cache"]
+    [warning] = seen_before_training[0].strip().splitlines()  # one line, before training
+    assert warning.startswith(f"Warning: the fallback model cannot be cached at "
+                              f"{folder / TINY_RECIPE.file_name} ")
+    assert "is a file, not a folder" in warning and "CHECKPOINT_DIR" in warning
+
+
+def test_read_only_cache_folder_warns_and_still_returns_the_model(tiny_fallback, monkeypatch,
+                                                                  tmp_path, capsys):
+    folder = tmp_path / "checkpoints"
+    folder.mkdir()
+    refuse_writes_in(monkeypatch, folder)
+    model, info = fallback.get_fallback_model(verbose=False)
+    assert isinstance(model, GPTModel) and info["path"] is None
+    [warning] = capsys.readouterr().err.strip().splitlines()
+    assert "not a writable folder (Permission denied)" in warning
+    assert str(folder) in warning and "CHECKPOINT_DIR" in warning
+    assert list(folder.iterdir()) == []
+
+
+def test_failing_save_after_training_keeps_the_model(tiny_fallback, monkeypatch, capsys):
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(fallback, "save_checkpoint", disk_full)
+    model, info = fallback.get_fallback_model(verbose=False)
+    assert isinstance(model, GPTModel) and info["path"] is None and len(tiny_fallback) == 1
+    [warning] = capsys.readouterr().err.strip().splitlines()
+    assert warning.startswith("Warning: the fallback model could not be cached at ")
+    assert "(OSError: [Errno 28] No space left on device); returning it uncached" in warning
+    assert "CHECKPOINT_DIR" in warning
+
+
+def _truncated(path):
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def _wrong_shapes(path):
+    other = GPTModel(TINY_RECIPE.cfg.replace(emb_dim=32))
+    save_checkpoint(path, other, info={"recipe": dataclasses.asdict(TINY_RECIPE)})
+
+
+@pytest.mark.parametrize("corrupt", [
+    _truncated,
+    lambda path: path.write_bytes(os.urandom(300)),
+    lambda path: path.write_bytes(b""),
+    lambda path: path.write_text("not a checkpoint\n", encoding="utf-8"),
+    lambda path: torch.save([1, 2, 3], path),  # a valid file that is not a checkpoint dict
+    _wrong_shapes,
+], ids=["truncated", "garbage", "empty", "text", "list", "wrong-shapes"])
+def test_corrupt_cache_is_named_and_retrained(tiny_fallback, capsys, tmp_path, corrupt):
+    first, _ = fallback.get_fallback_model(verbose=False)
+    path = tmp_path / "checkpoints" / TINY_RECIPE.file_name
+    corrupt(path)
+    capsys.readouterr()
+    model, info = fallback.get_fallback_model(verbose=False)
+    assert len(tiny_fallback) == 2 and not info["from_cache"] and info["path"] == str(path)
+    [warning] = capsys.readouterr().err.strip().splitlines()
+    assert warning.startswith(f"Warning: cannot read the cached fallback model {path} (")
+    assert warning.endswith("training it again and replacing the file.")
+    # The new model replaced the bad file (atomically: no temporary file is left) and loads.
+    assert [p.name for p in path.parent.iterdir()] == [path.name]
+    again, info = fallback.get_fallback_model(verbose=False)
+    assert info["from_cache"] and len(tiny_fallback) == 2
+    idx = torch.randint(0, 64, (1, 8))
+    with torch.no_grad():
+        torch.testing.assert_close(again(idx), model(idx), rtol=0, atol=0)
+        assert not torch.equal(again(idx), first(idx))  # the retrained model, not the first
