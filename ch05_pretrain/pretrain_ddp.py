@@ -32,10 +32,11 @@ import torch.nn as nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler
 
-from ch02_data import GPTDataset, fetch
+from ch02_data import SOURCES, GPTDataset, fetch
 from ch04_gpt import GPT_CONFIGS, GPTConfig, GPTModel
 
 from .device import fast_adamw, get_device, maybe_compile, unwrap
+from .fallback import unwritable_reason
 from .losses import lm_loss
 from .train import train
 
@@ -114,8 +115,20 @@ def build_loaders(
     Validation: small, so every rank evaluates all of it and all ranks report the same loss.
     """
     split = int(len(text) * (1 - val_fraction))
-    train_set = GPTDataset(text[:split], max_length=context, stride=context)
-    val_set = GPTDataset(text[split:], max_length=context, stride=context)
+    sets = []
+    for part, name, hint in [(text[:split], "training", ""),
+                             (text[split:], "validation", " or a larger --val-fraction")]:
+        try:
+            sets.append(GPTDataset(part, max_length=context, stride=context))
+        except ValueError as e:  # fewer tokens than one window of context + 1
+            raise ValueError(f"--context {context} is too long for the {name} text ({e}); use a "
+                             f"shorter --context{hint} or a longer text") from None
+    train_set, val_set = sets
+    if len(train_set) // ranks.world_size < per_rank_batch:  # drop_last would leave no batch
+        raise ValueError(
+            f"--batch-size {per_rank_batch * ranks.world_size} is larger than the {len(train_set)} "
+            f"training windows of --context {context} tokens; use a smaller --batch-size or "
+            f"--context, or a longer text")
     sampler = DistributedSampler(train_set, num_replicas=ranks.world_size, rank=ranks.rank,
                                  shuffle=True, seed=seed, drop_last=True)
     train_loader = DataLoader(train_set, batch_size=per_rank_batch, sampler=sampler,
@@ -135,7 +148,43 @@ def weights_fingerprint(model: nn.Module) -> str:
 
 def data_path(data: str) -> Path:
     """`data` itself when it is a file, else the verified local copy of the data set so named."""
-    return Path(data) if Path(data).is_file() else fetch(data)
+    path = Path(data)
+    if path.is_file():
+        return path
+    if data in SOURCES:
+        return fetch(data)
+    known = ", ".join(name for name in sorted(SOURCES) if name.endswith(".txt"))
+    if path.is_dir():
+        raise ValueError(f"--data {data!r} is a folder; give a text file or one of the "
+                         f"data sets {known}")
+    raise FileNotFoundError(f"--data {data!r}: no such file: {path.resolve()}; give a text "
+                            f"file or one of the data sets {known}")
+
+
+def check_outputs(args: argparse.Namespace) -> None:
+    """Refuse, before training, a --checkpoint or --out that could not be written after it.
+
+    Also refuses two arguments naming one file, e.g. an --out that would overwrite --data.
+    """
+    outputs = {flag: value for flag, value in [("--checkpoint", args.checkpoint),
+                                               ("--out", args.out)] if value is not None}
+    for flag, value in outputs.items():
+        # Path() drops a trailing slash, and `dir/` would be saved as a file named `dir`.
+        if value.endswith(("/", os.sep)) or Path(value).is_dir():
+            example = Path(value) / ("ckpt.pt" if flag == "--checkpoint" else "summary.json")
+            raise ValueError(f"{flag} {value!r} names a folder; give a file name, "
+                             f"e.g. {example}")
+        reason = unwritable_reason(Path(value))
+        if reason is not None:
+            raise ValueError(f"{flag} {value!r} cannot be written: {reason}; give a file "
+                             f"in a writable folder")
+    files = [("--data", args.data)] if Path(args.data).is_file() else []
+    files += list(outputs.items())
+    for i, (flag, value) in enumerate(files):
+        for other, other_value in files[i + 1:]:
+            if Path(value).resolve() == Path(other_value).resolve():
+                raise ValueError(f"{flag} and {other} are the same file {value!r}; one would "
+                                 f"overwrite the other, so give different names")
 
 
 def model_config(args: argparse.Namespace) -> GPTConfig:
@@ -162,15 +211,31 @@ def _run(args: argparse.Namespace, ranks: Ranks) -> dict:
     per_rank_batch = args.batch_size // ranks.world_size
     cfg = model_config(args)
 
-    # Rank 0 downloads the data set; the others wait, then find the verified file in place.
+    # Rank 0 checks the output paths (now, not after the last step) and downloads the data set.
+    # The others wait for its verdict, so on a bad path every rank stops with the same message
+    # instead of waiting for rank 0 until a timeout.
+    error = None
     if ranks.is_main:
-        path = data_path(args.data)
+        try:
+            check_outputs(args)
+            data_path(args.data)
+        except Exception as e:
+            error = e
     if dist.is_initialized():
-        dist.barrier()
-    if not ranks.is_main:
-        path = data_path(args.data)
-    train_loader, val_loader = build_loaders(path.read_text(encoding="utf-8"), cfg.context_length,
-                                             per_rank_batch, args.val_fraction, args.seed, ranks)
+        verdict = [None if error is None else f"{type(error).__name__}: {error}"]
+        dist.broadcast_object_list(verdict, src=0)
+        if error is None and verdict[0] is not None:
+            raise RuntimeError(f"rank 0 stopped the job: {verdict[0]}")
+    if error is not None:
+        raise error
+    path = data_path(args.data)  # verified and in place now, on every rank
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"--data {args.data!r} is not UTF-8 text (byte {e.start}); give a "
+                         f"text file") from None
+    train_loader, val_loader = build_loaders(text, cfg.context_length, per_rank_batch,
+                                             args.val_fraction, args.seed, ranks)
 
     # The same seed on every rank gives the same initial weights (and DDP copies rank 0's anyway).
     torch.manual_seed(args.seed)

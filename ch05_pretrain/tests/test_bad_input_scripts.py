@@ -9,6 +9,7 @@ only needs to know that training was (or was not) reached.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import tempfile
 
@@ -16,8 +17,38 @@ import pytest
 import torch
 
 from ch04_gpt import GPTConfig, GPTModel
-from ch05_pretrain import fallback
-from ch05_pretrain.checkpoint import save_checkpoint
+from ch05_pretrain import fallback, pretrain_ddp
+from ch05_pretrain.checkpoint import load_checkpoint, save_checkpoint
+from ch05_pretrain.pretrain_ddp import main, parse_args
+
+TINY = ["--n-layers", "1", "--emb-dim", "16", "--n-heads", "2", "--context", "16",
+        "--drop-rate", "0", "--batch-size", "4", "--steps", "2", "--eval-every", "1",
+        "--eval-batches", "1"]
+TEXT = "Once upon a time there was a little cat who liked to sit in the sun. " * 40  # ~650 tokens
+
+
+class TrainingStarted(Exception):
+    """Raised by the stub `train`: the run got past every check."""
+
+
+@pytest.fixture
+def one_process(monkeypatch, tmp_path):
+    """A plain process on the CPU (no torchrun), working in tmp_path, with a small text file."""
+    for var in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("DEVICE", "cpu")
+    monkeypatch.setenv("CHECKPOINT_DIR", str(tmp_path / "checkpoints"))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "story.txt").write_text(TEXT, encoding="utf-8")
+    return tmp_path
+
+
+@pytest.fixture
+def no_training(monkeypatch):
+    def stub(*args, **kwargs):
+        raise TrainingStarted
+
+    monkeypatch.setattr(pretrain_ddp, "train", stub)
 
 
 def refuse_writes_in(monkeypatch, folder):
@@ -30,6 +61,83 @@ def refuse_writes_in(monkeypatch, folder):
         return real_mkstemp(*args, dir=dir, **kwargs)
 
     monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
+
+
+# --- pretrain_ddp.py: outputs are checked before the first step ------------------------------
+
+@pytest.mark.parametrize("flag, value, message", [
+    ("--checkpoint", "new_folder/", r"--checkpoint 'new_folder/' names a folder; give a file name"),
+    ("--checkpoint", ".", r"--checkpoint '\.' names a folder"),
+    ("--out", "story.txt/summary.json", r"--out 'story.txt/summary.json' cannot be written: "
+                                        r"story.txt is a file, not a folder"),
+    ("--checkpoint", "story.txt/runs/ckpt.pt", r"story.txt is a file, not a folder"),
+    ("--out", "story.txt", r"--data and --out are the same file"),
+])
+def test_unwritable_output_is_refused_before_training(one_process, no_training, flag, value,
+                                                      message):
+    with pytest.raises(ValueError, match=message):
+        main(parse_args(["--data", "story.txt", *TINY, flag, value]))
+    assert (one_process / "story.txt").read_text(encoding="utf-8") == TEXT
+
+
+def test_read_only_output_folder_is_refused_before_training(one_process, no_training,
+                                                            monkeypatch):
+    (one_process / "ro").mkdir()
+    refuse_writes_in(monkeypatch, one_process / "ro")
+    with pytest.raises(ValueError, match=r"--checkpoint 'ro/ckpt.pt' cannot be written: "
+                                         r"ro is not a writable folder \(Permission denied\)"):
+        main(parse_args(["--data", "story.txt", *TINY, "--checkpoint", "ro/ckpt.pt"]))
+
+
+def test_checkpoint_and_out_must_differ(one_process, no_training):
+    with pytest.raises(ValueError, match="--checkpoint and --out are the same file"):
+        main(parse_args(["--data", "story.txt", *TINY, "--checkpoint", "run.pt",
+                         "--out", "./run.pt"]))
+
+
+def test_writable_outputs_reach_training_and_leave_no_probe(one_process, no_training):
+    # Missing folders are fine: saving creates them.
+    with pytest.raises(TrainingStarted):
+        main(parse_args(["--data", "story.txt", *TINY, "--checkpoint", "runs/a/ckpt.pt",
+                         "--out", "summary.json"]))
+    assert sorted(p.name for p in one_process.iterdir()) == ["story.txt"]
+
+
+def test_tiny_run_from_a_local_file_writes_both_outputs(one_process):
+    summary = main(parse_args(["--data", "story.txt", *TINY, "--checkpoint", "runs/ckpt.pt",
+                               "--out", "runs/summary.json"]))
+    saved = json.loads((one_process / "runs" / "summary.json").read_text(encoding="utf-8"))
+    assert saved["history"]["step"] == summary["history"]["step"] == [1, 2]
+    assert load_checkpoint(one_process / "runs" / "ckpt.pt")["train_state"]["step"] == 2
+
+
+# --- pretrain_ddp.py: --data ------------------------------------------------------------------
+
+def test_missing_data_file_is_no_such_file(one_process, no_training):
+    with pytest.raises(FileNotFoundError, match=r"--data 'nope\.txt': no such file: .*nope\.txt; "
+                                                r"give a text file or one of the data sets "
+                                                r".*the-verdict\.txt"):
+        main(parse_args(["--data", "nope.txt", *TINY]))
+
+
+def test_data_folder_and_binary_file_are_named(one_process, no_training):
+    with pytest.raises(ValueError, match=r"--data '\.' is a folder; give a text file"):
+        main(parse_args(["--data", ".", *TINY]))
+    (one_process / "weights.bin").write_bytes(bytes(range(256)) * 8)
+    with pytest.raises(ValueError, match=r"--data 'weights\.bin' is not UTF-8 text \(byte 128\)"):
+        main(parse_args(["--data", "weights.bin", *TINY]))
+
+
+def test_text_too_short_names_context_and_batch_size(one_process, no_training):
+    with pytest.raises(ValueError, match=r"--context 4096 is too long for the training text"):
+        main(parse_args(["--data", "story.txt", *TINY, "--context", "4096"]))
+    with pytest.raises(ValueError, match=r"--context 64 is too long for the validation text .*"
+                                         r"or a larger --val-fraction"):
+        main(parse_args(["--data", "story.txt", *TINY, "--context", "64",
+                         "--val-fraction", "0.01"]))
+    with pytest.raises(ValueError, match=r"--batch-size 64 is larger than the \d+ training "
+                                         r"windows of --context 16 tokens"):
+        main(parse_args(["--data", "story.txt", *TINY, "--batch-size", "64"]))
 
 
 # --- the fallback cache -----------------------------------------------------------------------
