@@ -140,6 +140,72 @@ def test_text_too_short_names_context_and_batch_size(one_process, no_training):
         main(parse_args(["--data", "story.txt", *TINY, "--batch-size", "64"]))
 
 
+# --- pretrain_ddp.py: numbers are checked by argparse ----------------------------------------
+
+WHOLE, COUNT = "a whole number >= 1", "a whole number >= 0"
+FRACTION = "a number strictly between 0 and 1, the share of the text held out"
+
+
+@pytest.mark.parametrize("flag, value, allowed", [
+    ("--val-fraction", "1.5", FRACTION),
+    ("--val-fraction", "1", FRACTION),
+    ("--val-fraction", "0", FRACTION),
+    ("--val-fraction", "-0.1", FRACTION),
+    ("--val-fraction", "nan", FRACTION),
+    ("--steps", "0", WHOLE),
+    ("--batch-size", "0", WHOLE),
+    ("--grad-accum", "0", WHOLE),
+    ("--context", "-16", WHOLE),
+    ("--n-layers", "0", WHOLE),
+    ("--emb-dim", "0", WHOLE),
+    ("--n-heads", "-2", WHOLE),
+    ("--eval-every", "0", WHOLE),
+    ("--eval-batches", "0", WHOLE),
+    ("--checkpoint-every", "0", WHOLE),
+    ("--warmup-steps", "-1", COUNT),
+    ("--lr", "0", "a finite number > 0"),
+    ("--lr", "-0.001", "a finite number > 0"),
+    ("--lr", "inf", "a finite number > 0"),
+    ("--weight-decay", "-0.1", "a finite number >= 0"),
+    ("--weight-decay", "nan", "a finite number >= 0"),
+    ("--drop-rate", "1", "a probability from 0 up to (not including) 1"),
+    ("--drop-rate", "-0.1", "a probability from 0 up to (not including) 1"),
+    ("--seed", "-1", "a whole number from 0 to 2**32 - 1"),
+])
+def test_invalid_number_is_refused_in_one_sentence(capsys, flag, value, allowed):
+    with pytest.raises(SystemExit) as exit_info:
+        parse_args([*TINY, flag, value])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]  # after argparse's usage lines
+    assert error.endswith(f" error: argument {flag}: got {value}; use {allowed}")
+
+
+def test_text_for_a_number_is_quoted(capsys):
+    with pytest.raises(SystemExit):
+        parse_args([*TINY, "--steps", "ten"])
+    assert capsys.readouterr().err.strip().endswith(
+        f"argument --steps: got 'ten'; use {WHOLE}")
+
+
+@pytest.mark.parametrize("argv, message", [
+    ([*TINY, "--resume"], "--resume needs --checkpoint FILE"),
+    ([*TINY, "--checkpoint-every", "5"], "--checkpoint-every needs --checkpoint FILE"),
+    ([*TINY, "--n-heads", "3"], "--n-heads 3 does not divide --emb-dim 16"),
+    (["--emb-dim", "100"], "--n-heads 12 does not divide --emb-dim 100 (with --preset gpt2)"),
+])
+def test_invalid_combination_is_refused(capsys, argv, message):
+    with pytest.raises(SystemExit):
+        parse_args(argv)
+    assert message in capsys.readouterr().err
+
+
+def test_valid_numbers_pass_unchanged():
+    args = parse_args([*TINY, "--val-fraction", "0.2", "--lr", "1e-3", "--warmup-steps", "0",
+                       "--weight-decay", "0", "--drop-rate", "0.1", "--seed", "0"])
+    assert (args.val_fraction, args.lr, args.warmup_steps, args.weight_decay, args.drop_rate,
+            args.seed, args.steps, args.batch_size) == (0.2, 1e-3, 0, 0.0, 0.1, 0, 2, 4)
+
+
 # --- the fallback cache -----------------------------------------------------------------------
 
 TINY_RECIPE = dataclasses.replace(
