@@ -1,11 +1,19 @@
 """Bad input and faults in chapter 2: no hangs, no lost work, one clear sentence for every mistake."""
 
+import hashlib
+import io
+import os
 import random
+import socket
+import ssl
+import time
+import urllib.error
+import urllib.request
 
 import pytest
 import tiktoken
 
-from ch02_data import BPETokenizer, SimpleTokenizer, build_vocab, fetch
+from ch02_data import BPETokenizer, DownloadError, SimpleTokenizer, build_vocab, download, fetch
 
 
 @pytest.fixture(scope="module")
@@ -77,3 +85,120 @@ def test_simple_tokenizer_unknown_word_without_unk_is_a_value_error_and_a_key_er
         tok.encode("Hello do you like tea")
     with pytest.raises(KeyError):  # what the notebook catches
         tok.encode("Hello")
+
+
+# ---------------------------------------------------------------- downloads: what to retry, what to clean
+# urlopen is replaced by a script of outcomes, and time.sleep by a recorder: no network, no waiting.
+
+CONTENT = b"a tiny stand-in for a data file\n"
+SHA = hashlib.sha256(CONTENT).hexdigest()
+URL = "https://example.invalid/x.txt"
+
+
+class _Response(io.BytesIO):
+    headers = {"Content-Length": str(len(CONTENT))}
+
+
+def _http_error(code, reason):
+    return urllib.error.HTTPError(URL, code, reason, {}, None)
+
+
+@pytest.fixture
+def network(monkeypatch):
+    """`network.outcomes`: what each urlopen call does (an exception to raise, else CONTENT)."""
+    monkeypatch.delenv("DATA_MIRROR", raising=False)
+    state = type("Network", (), {"outcomes": [], "calls": 0, "sleeps": []})()
+
+    def urlopen(request, timeout):
+        state.calls += 1
+        outcome = state.outcomes.pop(0) if state.outcomes else None
+        if outcome is not None:
+            raise outcome
+        return _Response(CONTENT)
+
+    monkeypatch.setattr(urllib.request, "urlopen", urlopen)
+    monkeypatch.setattr(time, "sleep", state.sleeps.append)
+    return state
+
+
+def leftovers(folder):
+    return sorted(p.name for p in folder.iterdir() if ".part" in p.name)
+
+
+@pytest.mark.parametrize(
+    "error, reason",
+    [
+        (urllib.error.URLError(socket.gaierror(-3, "Temporary failure in name resolution")), "name resolution"),
+        (urllib.error.URLError(socket.gaierror(-2, "Name or service not known")), "not known"),
+        (urllib.error.URLError(ssl.SSLCertVerificationError(1, "certificate verify failed")), "certificate"),
+        (urllib.error.URLError(ConnectionRefusedError(111, "Connection refused")), "refused"),
+        (_http_error(404, "Not Found"), "HTTP 404 Not Found"),
+        (_http_error(403, "Forbidden"), "HTTP 403 Forbidden"),
+    ],
+)
+def test_errors_that_cannot_heal_are_not_retried(network, tmp_path, error, reason):
+    network.outcomes = [error] * 4
+    with pytest.raises(DownloadError, match=reason):
+        download(URL, tmp_path / "x.txt", SHA, retries=3)
+    assert network.calls == 1 and network.sleeps == []  # no 1 + 2 + 4 s of waiting for nothing
+    assert leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        urllib.error.URLError(TimeoutError("timed out")),
+        TimeoutError("The read operation timed out"),
+        ConnectionResetError(104, "Connection reset by peer"),
+        _http_error(503, "Service Unavailable"),
+        _http_error(429, "Too Many Requests"),
+    ],
+)
+def test_transient_errors_are_retried(network, tmp_path, error):
+    network.outcomes = [error, error]
+    dest = download(URL, tmp_path / "x.txt", SHA, retries=3)
+    assert dest.read_bytes() == CONTENT
+    assert network.calls == 3 and network.sleeps == [1, 2]
+    network.outcomes, network.calls = [error] * 3, 0
+    with pytest.raises(DownloadError):
+        download(URL, tmp_path / "y.txt", SHA, retries=2)
+    assert network.calls == 3  # retries=2: three tries in all
+    assert leftovers(tmp_path) == []
+
+
+def test_failed_final_rename_leaves_no_temporary_copy(network, tmp_path, monkeypatch):
+    def refuse(src, dst):
+        raise PermissionError(13, "Permission denied", str(dst))
+
+    monkeypatch.setattr(os, "replace", refuse)
+    with pytest.raises(DownloadError, match="Could not move the verified file onto"):
+        download(URL, tmp_path / "x.txt", SHA, retries=0)
+    assert leftovers(tmp_path) == [] and not (tmp_path / "x.txt").exists()
+
+
+def test_destination_that_is_a_folder_is_refused_before_downloading(network, tmp_path):
+    (tmp_path / "x.txt").mkdir()
+    with pytest.raises(DownloadError, match=r"dest='.*x.txt' is a folder; give the path of the file"):
+        download(URL, tmp_path / "x.txt", SHA)
+    assert network.calls == 0
+
+
+def test_temporary_copies_of_a_killed_download_are_removed_next_time(network, tmp_path):
+    stale = tmp_path / "x.txt.partk1ll3d_0"  # as tempfile.mkstemp names ours
+    stale.write_bytes(b"half a file")
+    others = [tmp_path / "y.txt.partabcdefgh", tmp_path / "x.txt.partial-notes.txt"]
+    for path in others:  # another file's copy, and a name that is not ours: left alone
+        path.write_bytes(b"keep")
+    download(URL, tmp_path / "x.txt", SHA)
+    assert not stale.exists() and all(path.exists() for path in others)
+
+
+@pytest.mark.skipif(os.name == "nt", reason="POSIX file locks")
+def test_temporary_copy_of_a_live_download_is_left_alone(network, tmp_path):
+    import fcntl
+
+    live = tmp_path / "x.txt.partl1vedown"
+    with open(live, "wb") as f:  # another download, still running, holds its lock
+        fcntl.flock(f, fcntl.LOCK_EX)
+        download(URL, tmp_path / "x.txt", SHA)
+        assert live.exists()
