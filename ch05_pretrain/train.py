@@ -120,6 +120,168 @@ def _set_rng_state(state: dict, generators: list[torch.Generator]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def _placement(model: nn.Module, device) -> tuple[torch.device, int, bool]:
+    """(device, number of ranks, whether this is rank 0): the model is moved to `device` if
+    given, else the device is where its parameters are. Without torch.distributed: 1 rank."""
+    if device is not None:
+        device = torch.device(device)
+        model.to(device)
+    else:
+        device = next(model.parameters()).device
+    if dist.is_available() and dist.is_initialized():
+        return device, dist.get_world_size(), dist.get_rank() == 0
+    return device, 1, True
+
+
+@dataclass
+class _Position:
+    """Where the loop stands and what it has recorded. With the RNG states, this is what a
+    checkpoint's `train_state` holds, so a resumed run continues exactly where it stopped."""
+
+    step: int = 0  # optimizer steps taken
+    epoch: int = 0  # epochs completed
+    batch_in_epoch: int = 0  # micro-batches of the current epoch already consumed
+    tokens_seen: int = 0  # over all ranks
+    elapsed: float = 0.0  # seconds trained before this call (by the run a checkpoint resumes)
+    interval_losses: list[float] = field(default_factory=list)  # step losses since last evaluation
+    history: History = field(default_factory=History)
+
+    def advance(self, next_batch: int, n_batches: int, tokens: int, loss: float) -> None:
+        """Count one optimizer step that ended just before micro-batch `next_batch` of the epoch."""
+        self.step += 1
+        self.tokens_seen += tokens
+        self.interval_losses.append(loss)
+        if next_batch < n_batches:
+            self.batch_in_epoch = next_batch
+        else:  # the epoch is done; the next step starts a new one
+            self.epoch, self.batch_in_epoch = self.epoch + 1, 0
+
+    def train_state(self, elapsed: float, rng_epoch_start: dict, rng_now: dict) -> dict:
+        """The loop position as a checkpoint stores it (plain numbers, lists and tensors)."""
+        return {
+            "step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
+            "tokens_seen": self.tokens_seen, "elapsed": elapsed,
+            "interval_losses": list(self.interval_losses), "history": self.history.to_dict(),
+            "rng_epoch_start": rng_epoch_start, "rng_now": rng_now,
+        }
+
+    @classmethod
+    def from_train_state(cls, state: dict) -> "_Position":
+        return cls(state["step"], state["epoch"], state["batch_in_epoch"], state["tokens_seen"],
+                   state["elapsed"], list(state["interval_losses"]),
+                   History.from_dict(state["history"]))
+
+
+def _resume(path, model: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[_Position, dict]:
+    """Load a checkpoint written by `train` into `model` and `optimizer`; return the loop
+    position and the checkpoint's train_state, whose RNG states the first epoch replays."""
+    ckpt = load_checkpoint(path, "cpu")  # RNG states must stay on the CPU
+    unwrap(model).load_state_dict(ckpt["model"])
+    optimizer.load_state_dict(ckpt["optimizer"])  # moves the state to the params' device
+    return _Position.from_train_state(ckpt["train_state"]), ckpt["train_state"]
+
+
+def _epoch_batches(loader, pos: _Position, resumed: dict | None, generators: list) -> tuple:
+    """Start epoch `pos.epoch` at micro-batch `pos.batch_in_epoch` (0 unless resuming).
+
+    Returns the RNG states at the epoch's start (a checkpoint stores them) and an iterator over
+    the loader's batches, positioned at that micro-batch.
+    """
+    # The shuffle order of an epoch is drawn from the RNGs when the loader's iterator is
+    # created. To resume mid-epoch, rewind the RNGs to the epoch start, replay the shuffle,
+    # skip the consumed batches without computing anything, then restore the RNGs of the
+    # checkpoint moment (so dropout masks continue identically).
+    skip = pos.batch_in_epoch
+    if resumed is not None:
+        _set_rng_state(resumed["rng_epoch_start" if skip else "rng_now"], generators)
+    epoch_rng = _rng_state(generators)
+    sampler = getattr(loader, "sampler", None)
+    if hasattr(sampler, "set_epoch"):
+        sampler.set_epoch(pos.epoch)  # DistributedSampler reshuffles per epoch
+    batches = iter(loader)
+    for _ in range(skip):
+        next(batches)
+    if resumed is not None and skip:
+        _set_rng_state(resumed["rng_now"], generators)
+    return epoch_rng, batches
+
+
+def _forward_backward(model, loss_fn, batch, group_size: int, last_micro: bool, device,
+                      autocast_dtype) -> torch.Tensor:
+    """Add one micro-batch's share of the step's gradient; return its loss / group_size,
+    detached, as a float32 tensor that stays on the device (no sync)."""
+    # DDP all-reduces gradients in backward; skip that on all but the last micro-batch.
+    sync = contextlib.nullcontext()
+    if not last_micro and hasattr(model, "no_sync"):
+        sync = model.no_sync()
+    with sync:
+        with autocast(device, autocast_dtype):
+            loss = loss_fn(model, batch)
+        (loss / group_size).backward()
+    return loss.detach().float() / group_size
+
+
+def _optimizer_step(model: nn.Module, optimizer: torch.optim.Optimizer, step_loss: torch.Tensor,
+                    lr_scale: float, max_grad_norm: float | None, where: str) -> float:
+    """Set the scheduled learning rate, clip, check, step; return the step's loss as a float.
+
+    Raises FloatingPointError, before the weights change, when the loss or the gradient norm is
+    not finite. `where` ("optimizer step 3 (epoch 1, batch 6)") goes into that message.
+    """
+    for group in optimizer.param_groups:
+        group["lr"] = group["initial_lr"] * lr_scale
+    checks = [step_loss]
+    if max_grad_norm is not None:
+        checks.append(torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm))
+    loss_value, *norm = torch.stack([c.float() for c in checks]).tolist()  # one sync
+    if not math.isfinite(loss_value) or not all(math.isfinite(x) for x in norm):
+        what = "loss" if not math.isfinite(loss_value) else "gradient norm"
+        raise FloatingPointError(
+            f"{what} is {loss_value if what == 'loss' else norm[0]} at {where}; training "
+            f"diverged. Try a lower learning rate (now {optimizer.param_groups[0]['lr']:.2e}), "
+            "a longer warmup, or gradient clipping (max_grad_norm)."
+        )
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return loss_value
+
+
+def _show(bar: tqdm, postfix: dict, values: dict[str, str], tick: bool = False) -> None:
+    """Show `values` after the progress bar; `tick`: count one more step done."""
+    postfix.update(values)
+    bar.set_postfix(postfix, refresh=not tick)
+    if tick:
+        bar.update(1)  # redraws the bar, postfix included
+
+
+def _evaluate_and_log(model, pos: _Position, lr: float, elapsed: float, loss_fn, train_loader,
+                      val_loader, eval_batches, device, autocast_dtype, metrics: dict,
+                      on_eval) -> float | None:
+    """Append one History entry (mean training loss since the last one, validation loss, lr,
+    metrics), then call `on_eval`; return the validation loss (None without a val_loader)."""
+    val_loss = None
+    if val_loader is not None:
+        val_loss = evaluate(model, val_loader, loss_fn, eval_batches, device, autocast_dtype)
+    h = pos.history
+    h.step.append(pos.step)
+    h.tokens_seen.append(pos.tokens_seen)
+    h.train_loss.append(sum(pos.interval_losses) / len(pos.interval_losses))
+    h.val_loss.append(val_loss)
+    h.lr.append(lr)
+    h.elapsed.append(elapsed)
+    pos.interval_losses = []
+    model.eval()
+    with torch.no_grad():
+        for name, fn in metrics.items():
+            if val_loader is not None:
+                h.metrics.setdefault(f"val_{name}", []).append(fn(model, val_loader))
+            h.metrics.setdefault(f"train_{name}", []).append(fn(model, train_loader))
+        if on_eval is not None:
+            on_eval(model, pos.step)
+    model.train()
+    return val_loss
+
+
 def train(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -186,17 +348,8 @@ def train(
         raise ValueError("grad_accum_steps must be >= 1")
     if resume and checkpoint_path is None:
         raise ValueError("resume=True needs a checkpoint_path")
-    if device is not None:
-        device = torch.device(device)
-        model.to(device)
-    else:
-        device = next(model.parameters()).device
-    distributed = dist.is_available() and dist.is_initialized()
-    is_main = not distributed or dist.get_rank() == 0  # only rank 0 writes files
-    world_size = dist.get_world_size() if distributed else 1
+    device, world_size, is_main = _placement(model, device)
     count_tokens = count_tokens or default_count_tokens
-    metrics = metrics or {}
-
     n_batches = len(train_loader)
     steps_per_epoch = math.ceil(n_batches / grad_accum_steps)
     total_steps = max_steps if max_steps is not None else epochs * steps_per_epoch
@@ -207,18 +360,9 @@ def train(
         group.setdefault("initial_lr", group["lr"])  # the same key PyTorch's LR schedulers use
     generators = _loader_generators(train_loader)
 
-    # Loop position and bookkeeping; a checkpoint stores all of it.
-    step, epoch, batch_in_epoch, tokens_seen, elapsed_before = 0, 0, 0, 0, 0.0
-    history, interval_losses, resumed = History(), [], None
+    pos, resumed = _Position(), None  # resumed: the checkpoint's train_state, until replayed
     if resume and Path(checkpoint_path).exists():
-        ckpt = load_checkpoint(checkpoint_path, "cpu")  # RNG states must stay on the CPU
-        unwrap(model).load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])  # moves the state to the params' device
-        resumed = ckpt["train_state"]
-        step, epoch, batch_in_epoch = resumed["step"], resumed["epoch"], resumed["batch_in_epoch"]
-        tokens_seen, elapsed_before = resumed["tokens_seen"], resumed["elapsed"]
-        history = History.from_dict(resumed["history"])
-        interval_losses = list(resumed["interval_losses"])
+        pos, resumed = _resume(checkpoint_path, model, optimizer)
     elif resume and is_main:
         print(f"No checkpoint at {checkpoint_path}; starting from scratch.")
     elif seed is not None:
@@ -227,122 +371,50 @@ def train(
     was_training = model.training
     model.train()
     optimizer.zero_grad(set_to_none=True)
-    bar = tqdm(total=total_steps, initial=step, desc="train", unit="step",
+    bar = tqdm(total=total_steps, initial=pos.step, desc="train", unit="step",
                disable=not (progress and is_main))
-    t_start, tokens_at_start = time.perf_counter(), tokens_seen
-    epoch_rng, postfix = None, {}
-
-    def save(path) -> None:
-        save_checkpoint(path, model, optimizer, train_state={
-            "step": step, "epoch": epoch, "batch_in_epoch": batch_in_epoch,
-            "tokens_seen": tokens_seen, "elapsed": elapsed_before + time.perf_counter() - t_start,
-            "interval_losses": list(interval_losses), "history": history.to_dict(),
-            "rng_epoch_start": epoch_rng, "rng_now": _rng_state(generators),
-        })
-
+    t_start, tokens_at_start, postfix = time.perf_counter(), pos.tokens_seen, {}
     try:
-        while step < total_steps:
-            # The shuffle order of an epoch is drawn from the RNGs when the loader's iterator is
-            # created. To resume mid-epoch, rewind the RNGs to the epoch start, replay the
-            # shuffle, skip the consumed batches without computing anything, then restore the
-            # RNGs of the checkpoint moment (so dropout masks continue identically).
-            skip = 0
-            if resumed is not None:
-                _set_rng_state(resumed["rng_epoch_start" if batch_in_epoch else "rng_now"], generators)
-                skip = batch_in_epoch
-            epoch_rng = _rng_state(generators)
-            sampler = getattr(train_loader, "sampler", None)
-            if hasattr(sampler, "set_epoch"):
-                sampler.set_epoch(epoch)  # DistributedSampler reshuffles per epoch
-            batches = iter(train_loader)
-            for _ in range(skip):
-                next(batches)
-            if resumed is not None:
-                if skip:
-                    _set_rng_state(resumed["rng_now"], generators)
-                resumed = None
-
-            step_loss, step_tokens = 0.0, 0
-            for i in range(skip, n_batches):
+        while pos.step < total_steps:
+            epoch_rng, batches = _epoch_batches(train_loader, pos, resumed, generators)
+            resumed, step_loss, step_tokens = None, 0.0, 0
+            for i in range(pos.batch_in_epoch, n_batches):
                 batch = move_to_device(next(batches), device)
-                group_start = i - i % grad_accum_steps
+                group_start = i - i % grad_accum_steps  # an epoch's last group may be shorter
                 group_size = min(grad_accum_steps, n_batches - group_start)
                 last_micro = i == group_start + group_size - 1
-                # DDP all-reduces gradients in backward; skip that on all but the last micro-batch.
-                sync = contextlib.nullcontext()
-                if not last_micro and hasattr(model, "no_sync"):
-                    sync = model.no_sync()
-                with sync:
-                    with autocast(device, autocast_dtype):
-                        loss = loss_fn(model, batch)
-                    (loss / group_size).backward()
-                step_loss = step_loss + loss.detach().float() / group_size  # stays on device
+                step_loss = step_loss + _forward_backward(model, loss_fn, batch, group_size,
+                                                          last_micro, device, autocast_dtype)
                 step_tokens += count_tokens(batch)
                 if not last_micro:
                     continue
 
-                lr_scale = lr_factor(step, total_steps, warmup_steps, lr_schedule, min_lr_ratio)
-                for group in optimizer.param_groups:
-                    group["lr"] = group["initial_lr"] * lr_scale
-                checks = [step_loss]
-                if max_grad_norm is not None:
-                    checks.append(torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm))
-                loss_value, *norm = torch.stack([c.float() for c in checks]).tolist()  # one sync
-                if not math.isfinite(loss_value) or not all(math.isfinite(x) for x in norm):
-                    what = "loss" if not math.isfinite(loss_value) else "gradient norm"
-                    raise FloatingPointError(
-                        f"{what} is {loss_value if what == 'loss' else norm[0]} at optimizer step "
-                        f"{step + 1} (epoch {epoch + 1}, batch {i + 1}); training diverged. Try a "
-                        f"lower learning rate (now {optimizer.param_groups[0]['lr']:.2e}), a "
-                        "longer warmup, or gradient clipping (max_grad_norm)."
-                    )
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-                step += 1
-                tokens_seen += step_tokens * world_size
-                interval_losses.append(loss_value)
+                lr_scale = lr_factor(pos.step, total_steps, warmup_steps, lr_schedule, min_lr_ratio)
+                where = f"optimizer step {pos.step + 1} (epoch {pos.epoch + 1}, batch {i + 1})"
+                loss = _optimizer_step(model, optimizer, step_loss, lr_scale, max_grad_norm, where)
+                pos.advance(i + 1, n_batches, step_tokens * world_size, loss)
                 step_loss, step_tokens = 0.0, 0
-                epoch, batch_in_epoch = (epoch, i + 1) if i + 1 < n_batches else (epoch + 1, 0)
-                elapsed = elapsed_before + time.perf_counter() - t_start
-                rate = (tokens_seen - tokens_at_start) / max(time.perf_counter() - t_start, 1e-9)
-                postfix["loss"] = f"{loss_value:.3f}"
-                postfix["lr"] = f"{optimizer.param_groups[0]['lr']:.1e}"
-                postfix["tok/s"] = f"{rate:.0f}"
-                bar.set_postfix(postfix, refresh=False)
-                bar.update(1)
+                lr, seconds = optimizer.param_groups[0]["lr"], time.perf_counter() - t_start
+                rate = (pos.tokens_seen - tokens_at_start) / max(seconds, 1e-9)
+                _show(bar, postfix, {"loss": f"{loss:.3f}", "lr": f"{lr:.1e}",
+                                     "tok/s": f"{rate:.0f}"}, tick=True)
 
-                if (eval_every and step % eval_every == 0) or step == total_steps:
-                    val_loss = None
-                    if val_loader is not None:
-                        val_loss = evaluate(model, val_loader, loss_fn, eval_batches, device,
-                                            autocast_dtype)
-                    history.step.append(step)
-                    history.tokens_seen.append(tokens_seen)
-                    history.train_loss.append(sum(interval_losses) / len(interval_losses))
-                    history.val_loss.append(val_loss)
-                    history.lr.append(optimizer.param_groups[0]["lr"])
-                    history.elapsed.append(elapsed)
-                    interval_losses = []
-                    model.eval()
-                    with torch.no_grad():
-                        for name, fn in metrics.items():
-                            if val_loader is not None:
-                                history.metrics.setdefault(f"val_{name}", []).append(fn(model, val_loader))
-                            history.metrics.setdefault(f"train_{name}", []).append(fn(model, train_loader))
-                        if on_eval is not None:
-                            on_eval(model, step)
-                    model.train()
+                if (eval_every and pos.step % eval_every == 0) or pos.step == total_steps:
+                    val_loss = _evaluate_and_log(model, pos, lr, pos.elapsed + seconds, loss_fn,
+                                                 train_loader, val_loader, eval_batches, device,
+                                                 autocast_dtype, metrics or {}, on_eval)
                     if val_loss is not None:
-                        postfix["val"] = f"{val_loss:.3f}"
-                        bar.set_postfix(postfix)
-
+                        _show(bar, postfix, {"val": f"{val_loss:.3f}"})
                 if checkpoint_path is not None and is_main and (
-                    (checkpoint_every and step % checkpoint_every == 0) or step == total_steps
+                    (checkpoint_every and pos.step % checkpoint_every == 0)
+                    or pos.step == total_steps
                 ):
-                    save(checkpoint_path)
-                if step >= total_steps:
+                    elapsed = pos.elapsed + time.perf_counter() - t_start
+                    save_checkpoint(checkpoint_path, model, optimizer, train_state=pos.train_state(
+                        elapsed, epoch_rng, _rng_state(generators)))
+                if pos.step >= total_steps:
                     break
     finally:
         bar.close()
         model.train(was_training)
-    return history
+    return pos.history
