@@ -160,14 +160,32 @@ class GPTModel(nn.Module):
         if isinstance(module, nn.Linear) and module.bias is not None:
             nn.init.zeros_(module.bias)
 
-    def forward(self, idx: torch.Tensor, kv_cache: list[KVCache] | None = None) -> torch.Tensor:
+    def forward(
+        self, idx: torch.Tensor, kv_cache: list[KVCache] | None = None, start_pos: int | None = None
+    ) -> torch.Tensor:
         """idx: (B, T) token ids (int64) -> logits (B, T, V) in the parameters' dtype.
 
         With `kv_cache` (from `new_kv_cache`), idx holds only tokens not yet seen; their
-        positions continue from the tokens already in the cache.
+        positions continue from the tokens already in the cache. `start_pos` is optional: the
+        position the caller means idx's first token to have. Given, it must equal the number
+        of tokens in the cache (0 without one), so that feeding a prompt again into a filled
+        cache is refused instead of silently placing it after the first copy.
+
+        Ids outside [0, V) raise a ValueError naming the first one (one min/max per call;
+        skipped while torch.compile traces the model).
         """
+        self._check_ids(idx)
         B, T = idx.size()
-        start = kv_cache[0].length if kv_cache is not None else 0
+        start = self._cache_start(kv_cache) if kv_cache is not None else 0
+        if start_pos is not None and start_pos != start:
+            if kv_cache is None:
+                raise ValueError(f"start_pos={start_pos} needs a kv_cache holding the first {start_pos} "
+                                 "tokens; without one idx starts at position 0")
+            raise ValueError(
+                f"start_pos={start_pos}, but kv_cache already holds {start} tokens, so idx would start at "
+                f"position {start}; pass only the tokens the cache has not seen, or reset() every layer's "
+                "cache to start again"
+            )
         if start + T > self.cfg.context_length:
             raise ValueError(
                 f"{start + T} tokens exceed context_length {self.cfg.context_length}; "
@@ -181,9 +199,49 @@ class GPTModel(nn.Module):
         x = self.final_norm(x)
         return self.out_head(x)  # (B, T, V)
 
+    def _check_ids(self, idx: torch.Tensor) -> None:
+        """One sentence for input the embedding cannot look up, instead of an error deep inside."""
+        if not isinstance(idx, torch.Tensor):
+            raise TypeError(f"idx must be a (B, T) tensor of token ids, got {type(idx).__name__}; "
+                            "make one with torch.tensor([ids])")
+        if idx.dim() != 2:
+            hint = "; add a batch dimension with idx.unsqueeze(0)" if idx.dim() == 1 else ""
+            raise ValueError(f"idx must be (B, T) token ids, got shape {tuple(idx.shape)}{hint}")
+        if idx.dtype not in (torch.int64, torch.int32):  # the index types nn.Embedding takes
+            raise ValueError(f"idx has dtype {idx.dtype}; token ids must be integers (torch.long), "
+                             "e.g. idx.long() if the values are ids")
+        if idx.numel() == 0 or torch.compiler.is_compiling():  # a data-dependent branch breaks a graph
+            return
+        # One reduction and two scalar reads; on a GPU this waits for the ids to be ready.
+        V = self.tok_emb.num_embeddings  # not cfg.vocab_size: a later chapter may resize the table
+        lo, hi = torch.aminmax(idx)
+        if lo.item() < 0 or hi.item() >= V:
+            b, t = ((idx < 0) | (idx >= V)).nonzero()[0].tolist()  # the first offending position
+            raise ValueError(f"idx[{b}, {t}] = {idx[b, t].item()} is not a token id of this model; "
+                             f"ids must be in [0, {V - 1}] (vocab_size {V})")
+
+    def _cache_start(self, kv_cache: list[KVCache]) -> int:
+        """Position of the next token in `kv_cache`, after checking its layers agree on it.
+        (A full cache is refused by `KVCache.update`, before it stores anything.)"""
+        n = len(self.blocks)
+        if not isinstance(kv_cache, (list, tuple)) or len(kv_cache) != n:
+            got = f"{len(kv_cache)}" if isinstance(kv_cache, (list, tuple)) else f"a {type(kv_cache).__name__}"
+            raise ValueError(f"kv_cache must be a list of {n} KVCache, one per layer, got {got}; "
+                             "make it with model.new_kv_cache()")
+        lengths = {c.length for c in kv_cache}
+        if len(lengths) > 1:  # e.g. an interrupted forward pass filled only the first layers
+            raise ValueError(f"the layers of kv_cache hold different numbers of tokens {sorted(lengths)}; "
+                             "reset() every layer's cache or make a new one with model.new_kv_cache()")
+        return kv_cache[0].length
+
     def new_kv_cache(self, max_len: int | None = None) -> list[KVCache]:
         """Empty per-layer caches for generation, holding up to `max_len` tokens (default: context)."""
-        return [KVCache(max_len or self.cfg.context_length) for _ in self.blocks]
+        if max_len is None:
+            max_len = self.cfg.context_length
+        elif not isinstance(max_len, int) or not 1 <= max_len <= self.cfg.context_length:
+            raise ValueError(f"max_len={max_len!r}; use an int in [1, context_length={self.cfg.context_length}] "
+                             "(the model has no positions beyond)")
+        return [KVCache(max_len) for _ in self.blocks]
 
     def set_causal(self, enabled: bool = True) -> "GPTModel":
         """Switch every attention layer between causal (the default: a token sees only itself and

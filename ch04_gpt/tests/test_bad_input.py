@@ -1,0 +1,157 @@
+"""Bad input to GPTConfig, GPTModel, its KV cache and greedy generation: one sentence naming
+the argument, the value and what is allowed; no IndexError, ZeroDivisionError or silently
+wrong logits."""
+
+import pytest
+import torch
+
+from ch04_gpt import GPTConfig, GPTModel, generate_text_simple
+
+TINY = GPTConfig(vocab_size=50, context_length=8, emb_dim=16, n_heads=2, n_layers=2, drop_rate=0.0)
+
+
+@pytest.fixture(scope="module")
+def model() -> GPTModel:
+    torch.manual_seed(0)
+    return GPTModel(TINY).eval()
+
+
+# --- GPTConfig ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(
+    "changes,message",
+    [
+        (dict(n_layers=-1), "n_layers=-1; use an int >= 1"),
+        (dict(n_layers=0), "n_layers=0"),
+        (dict(n_heads=0), "n_heads=0; use an int >= 1"),  # was a ZeroDivisionError
+        (dict(n_heads=-2), "n_heads=-2"),  # was accepted: 16 % -2 == 0
+        (dict(emb_dim=0), "emb_dim=0"),
+        (dict(vocab_size=0), "vocab_size=0"),
+        (dict(context_length=0), "context_length=0"),
+        (dict(ff_hidden_dim=0), "ff_hidden_dim=0"),
+        (dict(n_layers=2.5), "n_layers=2.5"),
+        (dict(drop_rate=1.0), r"drop_rate=1.0; use a probability in \[0, 1\)"),
+        (dict(drop_rate=-0.1), "drop_rate=-0.1"),
+        (dict(drop_rate=float("nan")), "drop_rate=nan"),
+    ],
+)
+def test_config_rejects_bad_sizes(changes, message):
+    with pytest.raises(ValueError, match=message):
+        TINY.replace(**changes)
+
+
+# --- model inputs -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("bad", [50, 1000, -1])
+def test_out_of_range_id_is_named(model, bad):
+    idx = torch.tensor([[1, 2, 3], [4, bad, 6]])
+    with pytest.raises(ValueError, match=rf"idx\[1, 1\] = {bad} .*\[0, 49\] \(vocab_size 50\)"):
+        model(idx)
+
+
+def test_largest_valid_id_is_accepted(model):
+    assert model(torch.tensor([[0, 49]])).shape == (1, 2, 50)
+
+
+def test_one_dimensional_input_says_unsqueeze(model):
+    with pytest.raises(ValueError, match=r"\(B, T\).*got shape \(3,\); add a batch dimension with idx.unsqueeze\(0\)"):
+        model(torch.tensor([1, 2, 3]))
+
+
+def test_float_input_is_named(model):
+    with pytest.raises(ValueError, match=r"dtype torch.float32; token ids must be integers"):
+        model(torch.tensor([[1.0, 2.0]]))
+
+
+def test_list_input_is_named(model):
+    with pytest.raises(TypeError, match=r"got list; make one with torch.tensor"):
+        model([[1, 2]])
+
+
+def test_int32_ids_still_work(model):
+    idx = torch.tensor([[3, 4, 5]])
+    torch.testing.assert_close(model(idx.int()), model(idx), rtol=0, atol=0)
+
+
+def test_id_check_is_skipped_while_compiling(model, monkeypatch):
+    # Under torch.compile the data-dependent check would break the graph: it is skipped there.
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    with pytest.raises(IndexError):  # the embedding's own error, not ours
+        model(torch.tensor([[50]]))
+
+
+# --- KV cache -----------------------------------------------------------------------------------
+
+def test_prompt_fed_again_into_a_filled_cache_is_refused_with_start_pos(model):
+    prompt = torch.tensor([[1, 2, 3]])
+    cache = model.new_kv_cache()
+    with torch.no_grad():
+        first = model(prompt, cache, start_pos=0)
+        with pytest.raises(ValueError, match=r"start_pos=0, but kv_cache already holds 3 tokens.*reset\(\)"):
+            model(prompt, cache, start_pos=0)
+        assert all(c.length == 3 for c in cache)  # the refused call stored nothing
+        model(torch.tensor([[4]]), cache, start_pos=3)  # a true continuation is accepted
+        for c in cache:
+            c.reset()
+        torch.testing.assert_close(model(prompt, cache, start_pos=0), first, rtol=0, atol=0)
+
+
+def test_start_pos_without_cache(model):
+    with pytest.raises(ValueError, match="start_pos=2 needs a kv_cache"):
+        model(torch.tensor([[1, 2]]), start_pos=2)
+    assert model(torch.tensor([[1, 2]]), start_pos=0).shape == (1, 2, 50)
+
+
+def test_cache_refuses_another_batch_size(model):
+    cache = model.new_kv_cache()
+    with torch.no_grad():
+        model(torch.tensor([[1, 2, 3]]), cache)
+        with pytest.raises(ValueError, match=r"B=1.*got B=2"):
+            model(torch.tensor([[4], [5]]), cache)
+
+
+def test_cache_layers_out_of_step_are_refused(model):
+    cache = model.new_kv_cache()
+    with torch.no_grad():
+        model(torch.tensor([[1, 2, 3]]), cache)
+    cache[1].reset()  # as if a forward pass had stopped after the first layer
+    with pytest.raises(ValueError, match=r"different numbers of tokens \[0, 3\]"):
+        model(torch.tensor([[4]]), cache)
+
+
+@pytest.mark.parametrize("bad", ["cache", "short"])
+def test_cache_must_be_one_per_layer(model, bad):
+    cache = model.new_kv_cache()
+    wrong = cache[0] if bad == "cache" else cache[:1]
+    with pytest.raises(ValueError, match=r"list of 2 KVCache.*new_kv_cache"):
+        model(torch.tensor([[1]]), wrong)
+
+
+@pytest.mark.parametrize("bad", [0, 9, -1])
+def test_new_kv_cache_max_len(model, bad):
+    # max_len=0 used to mean "the default" silently; 9 exceeds the model's 8 positions.
+    with pytest.raises(ValueError, match=rf"max_len={bad}; use an int in \[1, context_length=8\]"):
+        model.new_kv_cache(bad)
+
+
+# --- greedy generation --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("bad", [0, -2])
+def test_generate_text_simple_context_size(model, bad):
+    # context_size=0 used to feed the whole sequence (idx[:, -0:]), ignoring the window.
+    with pytest.raises(ValueError, match=rf"context_size={bad}"):
+        generate_text_simple(model, torch.tensor([[1, 2]]), 3, context_size=bad)
+
+
+def test_generate_text_simple_max_new_tokens(model):
+    with pytest.raises(ValueError, match="max_new_tokens=-1"):
+        generate_text_simple(model, torch.tensor([[1, 2]]), -1, context_size=8)
+
+
+def test_greedy_on_nan_logits_raises_instead_of_token_0(model):
+    broken = GPTModel(TINY).eval()
+    broken.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        broken.blocks[1].ff.fc2.bias.fill_(float("nan"))
+    with pytest.raises(ValueError, match=r"non-finite logits .*step 0"):
+        generate_text_simple(broken, torch.tensor([[1, 2]]), 3, context_size=8)
