@@ -1,5 +1,18 @@
 """Chapter 6: fine-tuning GPT-2 as a text classifier."""
 
+from .classifier import (
+    POOLINGS,
+    TRAINABLE,
+    accuracy,
+    class_logits,
+    classification_loss,
+    classify,
+    count_trainable,
+    load_classifier,
+    pool,
+    save_classifier,
+    to_classifier,
+)
 from .data import (
     LABELS,
     SMS_SHA256,
@@ -14,18 +27,33 @@ from .data import (
     sms_spam_path,
     split,
 )
+from .lora import LoRALinear, add_lora, merge_lora
 
 __all__ = [
     "LABELS",
+    "LoRALinear",
+    "POOLINGS",
     "SMS_SHA256",
     "SMS_URL",
     "SpamDataset",
+    "TRAINABLE",
+    "accuracy",
+    "add_lora",
     "balance",
+    "class_logits",
+    "classification_loss",
+    "classify",
     "collate_longest",
+    "count_trainable",
+    "load_classifier",
     "load_sms_spam",
     "make_loader",
+    "merge_lora",
+    "pool",
     "read_sms_file",
     "read_sms_naively",
+    "save_classifier",
     "sms_spam_path",
     "split",
+    "to_classifier",
 ]

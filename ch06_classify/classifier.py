@@ -1,0 +1,246 @@
+"""A pretrained GPT as a text classifier: a new output head, pooling, loss, accuracy, prediction.
+
+The language model's head maps each position's vector to V next-token logits. For classification
+`to_classifier` swaps it for a small (C -> num_classes) layer, so the model returns (B, T, K)
+class logits, one set per position, and `pool` decides which position (or average of positions)
+speaks for the whole message. Training reuses chapter 5's `train` unchanged: only the batches
+(`{"input_ids", "labels", "lengths"}`) and the loss (`classification_loss`) are new.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ch02_data import EOT_ID, gpt2_encoding
+from ch03_attention.attention import MultiHeadAttention
+from ch04_gpt import GPTConfig, GPTModel
+from ch05_pretrain import load_checkpoint, move_to_device, save_checkpoint, unwrap
+
+from .data import LABELS
+from .lora import LoRALinear, add_lora
+
+POOLINGS = ("last", "first", "mean", "last_nonpad")
+TRAINABLE = ("head", "last_block", "all")
+
+
+def to_classifier(model: GPTModel, num_classes: int = 2, trainable: str = "last_block") -> GPTModel:
+    """Turn a GPT language model into a classifier in place and return it.
+
+    `model.out_head` becomes a fresh `nn.Linear(C, num_classes)` (with bias), so the forward pass
+    returns (B, T, num_classes) logits. A head tied to the token embedding is untied by this:
+    the embedding stays, the old head is gone. Then parameters are frozen except:
+        "head":       the new head only (a linear probe on the pretrained features);
+        "last_block": the last transformer block, the final norm and the head (the book's default);
+        "all":        every parameter (full fine-tuning).
+    Draw the head's random init under a seed (`torch.manual_seed`) for reproducible runs.
+    """
+    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
+        raise ValueError(f"num_classes={num_classes!r}; use an integer >= 2")
+    if trainable not in TRAINABLE:
+        raise ValueError(f"trainable={trainable!r}; choose one of {', '.join(TRAINABLE)}")
+    if not all(hasattr(model, name) for name in ("out_head", "blocks", "final_norm")):
+        raise ValueError(f"model is a {type(model).__name__}; to_classifier needs a ch04_gpt.GPTModel")
+    old = model.out_head.weight
+    C = old.shape[1]
+    # Created where the old head lives, in its dtype, so a GPU or bfloat16 model stays one piece.
+    model.out_head = nn.Linear(C, num_classes, device=old.device, dtype=old.dtype)
+
+    model.requires_grad_(trainable == "all")
+    if trainable in ("head", "last_block"):
+        model.out_head.requires_grad_(True)
+    if trainable == "last_block":
+        # The last block and the final norm sit right below the head: adapting them lets the
+        # features change a little for the new task at a fraction of full fine-tuning's cost.
+        model.blocks[-1].requires_grad_(True)
+        model.final_norm.requires_grad_(True)
+    return model
+
+
+def count_trainable(model: nn.Module) -> int:
+    """Number of parameters with requires_grad=True (shared tensors counted once)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def pool(logits: torch.Tensor, lengths: torch.Tensor | None, pooling: str = "last") -> torch.Tensor:
+    """Per-position logits (B, T, K) -> one row of logits per message (B, K).
+
+    pooling:
+        "last":        position T-1. With padding this may be a pad token; under causal attention
+                       it still sees the whole message before it, which is why it works at all.
+        "first":       position 0. Under causal attention it sees only the first token.
+        "mean":        the mean over the real (non-padding) positions 0..lengths-1.
+        "last_nonpad": position lengths-1, the message's own last token.
+    lengths: (B,) number of real tokens per row (1..T); None means no padding (all T).
+    Averaging logits equals averaging the final hidden states and then applying the head,
+    because the head is linear.
+    """
+    if pooling not in POOLINGS:
+        raise ValueError(f"pooling={pooling!r}; choose one of {', '.join(POOLINGS)}")
+    B, T, K = logits.shape
+    if pooling == "last":
+        return logits[:, -1, :]
+    if pooling == "first":
+        return logits[:, 0, :]
+    if lengths is None:
+        lengths = torch.full((B,), T, device=logits.device)
+    lengths = lengths.to(logits.device).long()
+    if lengths.shape != (B,) or bool(((lengths < 1) | (lengths > T)).any()):
+        raise ValueError(f"lengths={lengths.tolist()}; need {B} values between 1 and T={T}")
+    if pooling == "last_nonpad":
+        return logits[torch.arange(B, device=logits.device), lengths - 1]  # (B, K)
+    real = torch.arange(T, device=logits.device) < lengths[:, None]  # (B, T): True = real token
+    summed = (logits * real[:, :, None]).sum(dim=1)  # (B, K); padding contributes zeros
+    return summed / lengths[:, None].to(logits.dtype)
+
+
+def class_logits(model: nn.Module, batch: dict, pooling: str = "last") -> torch.Tensor:
+    """(B, K) class logits of a batch dict with "input_ids" (B, T) and optionally "lengths" (B,)."""
+    logits = model(batch["input_ids"])  # (B, T, K)
+    return pool(logits, batch.get("lengths"), pooling)
+
+
+def classification_loss(model: nn.Module, batch: dict, pooling: str = "last") -> torch.Tensor:
+    """Mean cross-entropy of the pooled class logits against batch["labels"] (B,) int64.
+
+    Plugs into chapter 5's loop: `train(..., loss_fn=partial(classification_loss, pooling=...))`.
+    """
+    return F.cross_entropy(class_logits(model, batch, pooling), batch["labels"])
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, loader, pooling: str = "last", max_batches: int | None = None) -> float:
+    """Fraction of correctly classified messages over the first `max_batches` batches of
+    `loader` (None: all), in eval mode (no dropout); the model's mode is restored afterwards.
+    Batches are moved to the model's device."""
+    if max_batches is not None and max_batches < 1:
+        raise ValueError(f"max_batches={max_batches!r}; use None (all batches) or an integer >= 1")
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    correct, total = 0, 0
+    try:
+        for i, batch in enumerate(loader):
+            if max_batches is not None and i >= max_batches:
+                break
+            batch = move_to_device(batch, device)
+            predicted = class_logits(model, batch, pooling).argmax(dim=-1)  # (B,)
+            correct += int((predicted == batch["labels"]).sum())
+            total += batch["labels"].numel()
+    finally:
+        model.train(was_training)
+    if total == 0:
+        raise ValueError("the loader yielded no examples; accuracy is undefined")
+    return correct / total
+
+
+def _encode(tokenizer, text: str) -> list[int]:
+    """Token ids of `text`; with a tiktoken encoding, "<|endoftext|>" typed in a message is
+    encoded as ordinary text instead of raising (it is data here, not a control token)."""
+    try:
+        return tokenizer.encode(text, disallowed_special=())
+    except TypeError:  # a tokenizer without tiktoken's special-token options
+        return tokenizer.encode(text)
+
+
+@torch.no_grad()
+def classify(
+    text: str,
+    model: nn.Module,
+    tokenizer=None,
+    max_length: int | None = None,
+    pooling: str = "last",
+    pad_id: int = EOT_ID,
+    class_names: Sequence[str] = LABELS,
+) -> tuple[str, float]:
+    """Classify one message; return (class name, probability of that predicted class).
+
+    The text is encoded (GPT-2's tokenizer by default) and prepared as in training:
+    - longer than `max_length` tokens: only the LAST `max_length` tokens are kept (the end of a
+      message is what the last positions read, and it often carries the call to action);
+    - shorter: right-padded with `pad_id` up to `max_length`, so "last" pooling reads the same
+      position it was trained on. Pass the training dataset's max_length here.
+    `max_length=None` means the model's context length, without padding.
+    Empty text becomes a single `pad_id` token; emoji and other non-ASCII text are fine
+    (byte-level BPE encodes any string).
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"text is a {type(text).__name__}; pass a str")
+    context = unwrap(model).cfg.context_length if hasattr(unwrap(model), "cfg") else None
+    if max_length is not None and (
+        isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1
+        or (context is not None and max_length > context)
+    ):
+        raise ValueError(f"max_length={max_length!r}; use None or an integer from 1 to the "
+                         f"model's context length {context}")
+    window = max_length or context
+    if window is None:
+        raise ValueError("the model has no cfg.context_length; pass max_length")
+    tokenizer = tokenizer or gpt2_encoding()
+    ids = _encode(tokenizer, text)[-window:] or [pad_id]  # keep the end
+    length = len(ids)
+    if max_length is not None:
+        ids = ids + [pad_id] * (max_length - length)
+    device = next(model.parameters()).device
+    batch = {"input_ids": torch.tensor([ids], device=device),
+             "lengths": torch.tensor([length], device=device)}
+    was_training = model.training
+    model.eval()
+    try:
+        probs = torch.softmax(class_logits(model, batch, pooling).float(), dim=-1)[0]  # (K,)
+    finally:
+        model.train(was_training)
+    if len(class_names) != probs.numel():
+        raise ValueError(f"class_names={tuple(class_names)!r} names {len(class_names)} classes; "
+                         f"the model has {probs.numel()}")
+    k = int(probs.argmax())
+    return class_names[k], float(probs[k])
+
+
+def _lora_settings(model: nn.Module) -> dict | None:
+    """{"rank", "alpha"} of the model's LoRA layers, or None without LoRA."""
+    layers = [m for m in model.modules() if isinstance(m, LoRALinear)]
+    if not layers:
+        return None
+    settings = {(m.rank, m.alpha) for m in layers}
+    if len(settings) > 1:
+        raise ValueError(f"LoRA layers with different (rank, alpha) {sorted(settings)} cannot be saved")
+    (rank, alpha), = settings
+    return {"rank": rank, "alpha": alpha}
+
+
+def save_classifier(path: str | os.PathLike, model: nn.Module, **extra) -> Path:
+    """Save a classifier with what it takes to rebuild it: the GPT config, the number of
+    classes, its LoRA rank/alpha (if any) and whether attention is causal. `extra` values
+    (plain Python: e.g. max_length=120, pooling="last") are stored too. Written atomically."""
+    model = unwrap(model)
+    if not isinstance(model, GPTModel):
+        raise ValueError(f"model is a {type(model).__name__}; save_classifier needs a GPTModel")
+    reserved = {"num_classes", "lora", "causal", "model", "config", "optimizer"} & set(extra)
+    if reserved:
+        raise ValueError(f"extra keys {sorted(reserved)} are reserved; rename them")
+    causal = all(m.causal for m in model.modules() if isinstance(m, MultiHeadAttention))
+    return save_checkpoint(path, model, None, num_classes=model.out_head.out_features,
+                           lora=_lora_settings(model), causal=causal, extra=dict(extra))
+
+
+def load_classifier(path: str | os.PathLike, device: torch.device | str = "cpu") -> tuple[GPTModel, dict]:
+    """Rebuild a classifier saved by `save_classifier`; return (model in eval mode, extra dict).
+
+    Loaded with `weights_only=True` (ch05's load_checkpoint): nothing in the file is executed.
+    """
+    ckpt = load_checkpoint(path, device)
+    if "num_classes" not in ckpt or ckpt.get("config") is None:
+        raise ValueError(f"{path} is not a classifier checkpoint (written by save_classifier)")
+    model = to_classifier(GPTModel(GPTConfig.from_dict(ckpt["config"])), ckpt["num_classes"], "all")
+    if ckpt["lora"] is not None:
+        add_lora(model, **ckpt["lora"])
+    model.set_causal(ckpt["causal"])
+    model.load_state_dict(ckpt["model"])
+    return model.to(device).eval(), dict(ckpt["extra"])
+
