@@ -220,7 +220,8 @@ def recorded_inputs(model):
     return seen
 
 
-@pytest.mark.parametrize("text", ["", "🎉🔥 free entry!! Ünïcödé 你好", "a <|endoftext|> b", "\n\t "])
+@pytest.mark.parametrize("text", ["", "🎉🔥 free entry!! Ünïcödé 你好", "a <|endoftext|> b",
+                                  "\n\t "])
 def test_classify_handles_odd_text(text):
     model = make_classifier(TINY_GPT2_VOCAB)
     seen = recorded_inputs(model)

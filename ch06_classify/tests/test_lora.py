@@ -81,7 +81,8 @@ def test_only_lora_parameters_get_gradients_and_frozen_weights_do_not_move():
     model.train()
     classification_loss(model, a_batch()).backward()
     with_grad = {name for name, p in model.named_parameters() if p.grad is not None}
-    assert with_grad == {name for name in before if name.endswith((".A", ".B")) or name.startswith("out_head")}
+    assert with_grad == {name for name in before
+                         if name.endswith((".A", ".B")) or name.startswith("out_head")}
     opt.step()
     for name, p in model.named_parameters():
         changed = not torch.equal(p, before[name])
