@@ -9,11 +9,23 @@ import ssl
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
+import numpy as np
 import pytest
 import tiktoken
+import torch
 
-from ch02_data import BPETokenizer, DownloadError, SimpleTokenizer, build_vocab, download, fetch
+from ch02_data import (
+    BPETokenizer,
+    DownloadError,
+    GPTDataset,
+    SimpleTokenizer,
+    build_vocab,
+    create_dataloader,
+    download,
+    fetch,
+)
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +77,6 @@ def test_bpe_decode_names_an_id_outside_the_vocabulary(gpt2, bad):
 
 
 def test_bpe_decode_takes_a_1d_tensor_and_names_a_2d_one(gpt2):
-    torch = pytest.importorskip("torch")
     assert gpt2.decode(torch.tensor([15496, 11])) == "Hello,"
     with pytest.raises(ValueError, match=r"ids\[0\]=tensor\(\[15496,    11\]\) is not a token id"):
         gpt2.decode(torch.tensor([[15496, 11]]))
@@ -202,3 +213,72 @@ def test_temporary_copy_of_a_live_download_is_left_alone(network, tmp_path):
         fcntl.flock(f, fcntl.LOCK_EX)
         download(URL, tmp_path / "x.txt", SHA)
         assert live.exists()
+
+
+# ---------------------------------------------------------------- the sliding-window dataset and loader
+
+IDS = list(range(100, 121))  # 21 token ids
+
+
+@pytest.mark.parametrize("name", ["max_length", "stride"])
+@pytest.mark.parametrize("value", [0, -3, 2.0, None, True])
+def test_window_sizes_must_be_positive_ints(name, value):
+    kwargs = {"max_length": 4, "stride": 2, name: value}
+    with pytest.raises(ValueError, match=rf"^{name}={value!r}; use an int >= 1 \("):
+        GPTDataset(IDS, **kwargs)
+
+
+@pytest.mark.parametrize("value", [0, -1, 2.0, None, False])
+def test_batch_size_must_be_a_positive_int(value):
+    # batch_size=None used to turn batching off silently: items of shape (T,) instead of (B, T).
+    with pytest.raises(ValueError, match=rf"^batch_size={value!r}; use an int >= 1 \(the windows per batch\)"):
+        create_dataloader(IDS, batch_size=value, max_length=4, stride=2, drop_last=False)
+
+
+def test_numpy_ints_are_accepted_as_sizes():
+    loader = create_dataloader(IDS, batch_size=np.int64(2), max_length=np.int64(4), stride=np.int32(4))
+    assert next(iter(loader))[0].shape == (2, 4)
+
+
+def test_text_without_a_single_window_says_how_many_tokens_it_has():
+    with pytest.raises(ValueError, match=r"^the text has 4 tokens; one window needs max_length \+ 1 = 5$"):
+        GPTDataset(IDS[:4], max_length=4, stride=1)
+    with pytest.raises(ValueError, match=r"^the text has 0 tokens"):
+        create_dataloader("", max_length=4)
+    assert len(GPTDataset(IDS[:5], max_length=4, stride=1)) == 1  # max_length + 1 tokens: one window
+
+
+def test_drop_last_with_fewer_windows_than_batch_size_is_refused():
+    # It used to give a loader of length 0: an epoch over it trained on nothing, silently.
+    with pytest.raises(ValueError, match=r"^batch_size=32 is more than the 5 windows of the text, so "
+                                         r"drop_last=True leaves no batch; use batch_size <= 5"):
+        create_dataloader(IDS, batch_size=32, max_length=4, stride=4)
+    assert [x.shape for x, _ in create_dataloader(IDS, batch_size=32, max_length=4, stride=4, drop_last=False)] == [
+        (5, 4)
+    ]
+
+
+@pytest.mark.parametrize(
+    "text_or_ids, message",
+    [
+        (Path("the-verdict.txt"), r"^text_or_ids is the path 'the-verdict.txt'; read the text first"),
+        (b"Hello, world. " * 5, r"^text_or_ids is bytes; decode the text first"),
+        (None, r"^text_or_ids is not a str nor a sequence of token ids"),
+        (["Hello world"] * 10, r"^text_or_ids is not a str nor a sequence of token ids"),
+        (7, r"^text_or_ids has shape \(\); give one 1-D sequence of token ids"),
+        (torch.arange(60).view(6, 10), r"^text_or_ids has shape \(6, 10\); give one 1-D sequence"),
+        (torch.rand(30) * 100, r"^text_or_ids holds torch.float32 values; token ids must be integers"),
+        ([True] * 30, r"^text_or_ids holds torch.bool values"),
+        ([5] * 20 + [-1], r"^text_or_ids holds the id -1; token ids are >= 0"),
+    ],
+)
+def test_text_that_is_neither_a_str_nor_token_ids_is_named(text_or_ids, message):
+    # 2-D ids used to give windows of whole rows, and floats were cut to ints, both silently.
+    with pytest.raises(ValueError, match=message):
+        GPTDataset(text_or_ids, max_length=4, stride=4)
+
+
+def test_a_tokenizer_without_tiktoken_options_is_used_plainly():
+    tok = SimpleTokenizer(build_vocab("a b c d e f"))
+    inputs, targets = GPTDataset("a b c d e f", tokenizer=tok, max_length=2, stride=2)[0]
+    assert inputs.tolist() == tok.encode("a b") and targets.tolist() == tok.encode("b c")
