@@ -11,14 +11,20 @@ sequence at every step. `generate` adds the two things every real decoder has:
 
 from __future__ import annotations
 
+import math
+from numbers import Integral, Real
+
 import torch
 import torch.nn as nn
+
+_F32 = torch.finfo(torch.float32)
 
 
 def apply_temperature(logits: torch.Tensor, temperature: float) -> torch.Tensor:
     """Divide logits (..., V) by `temperature` > 0: below 1 sharpens the distribution, above 1 flattens it."""
-    if temperature <= 0:
-        raise ValueError(f"temperature must be > 0 to sample (use 0 for greedy), got {temperature}")
+    if not _is_real(temperature) or not 0 < temperature < math.inf:
+        raise ValueError(f"temperature={temperature!r}; apply_temperature needs a finite number > 0 "
+                         "(temperature 0 means greedy: take the argmax instead)")
     return logits / temperature
 
 
@@ -27,8 +33,8 @@ def top_k_filter(logits: torch.Tensor, k: int) -> torch.Tensor:
 
     Exactly k survive even when several logits tie at the k-th value (ties go to the lower index).
     """
-    if k < 1:
-        raise ValueError(f"top_k must be >= 1, got {k}")
+    if not _is_int(k) or k < 1:
+        raise ValueError(f"k={k!r}; use an int >= 1")
     k = min(k, logits.size(-1))
     top = logits.topk(k, dim=-1).indices  # (..., k)
     keep = torch.zeros_like(logits, dtype=torch.bool).scatter_(-1, top, True)  # (..., V)
@@ -41,8 +47,8 @@ def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
     Keep the smallest set of most likely tokens whose probabilities sum to at least `p`; the
     most likely token is always kept. The others get -inf.
     """
-    if not 0.0 < p <= 1.0:
-        raise ValueError(f"top_p must be in (0, 1], got {p}")
+    if not _is_real(p) or not 0.0 < p <= 1.0:  # NaN fails too
+        raise ValueError(f"p={p!r}; use a number in (0, 1]")
     if p == 1.0:
         return logits  # everything is kept; skip the sort (and rounding in a long cumsum)
     sorted_logits, order = logits.sort(dim=-1, descending=True)  # (..., V) each
@@ -68,38 +74,93 @@ def sample_next_token(
     temperature 0 is greedy (argmax; top_k and top_p cannot change the argmax, so they are
     ignored). Otherwise: temperature, then top-k, then top-p, then a softmax and one draw
     with `torch.multinomial` (pass a seeded `generator`, on the logits' device, to reproduce).
+
+    Any finite temperature > 0 works, however small: the logits are shifted so that each row's
+    maximum is 0 before they are divided, which cannot overflow. A temperature near 0 thus
+    gives the most likely token all the probability (shared equally among exact ties), the
+    greedy limit. A row that is NaN, contains +inf or is -inf throughout raises a ValueError.
     """
+    _check_sampling(temperature, top_k, top_p)
+    _check_logits(logits)
+    return _sample(logits, temperature, top_k, top_p, generator)
+
+
+def _sample(logits: torch.Tensor, temperature: float, top_k: int | None, top_p: float | None,
+            generator: torch.Generator | None) -> torch.Tensor:
+    """`sample_next_token` without the checks; generate() makes them once per call or step."""
     if temperature == 0:
         return logits.argmax(dim=-1, keepdim=True)
-    logits = apply_temperature(logits.float(), temperature)  # float32: bf16 sampling is coarse
+    logits = logits.float()  # float32: bf16 sampling is coarse
+    # Subtract the row maximum first. Softmax ignores the shift, and every value is then <= 0:
+    # divided by any positive temperature it stays <= 0 (at worst -inf), where logits / 1e-45
+    # overflowed to inf and inf - inf gave the NaN that crashed multinomial. (It also keeps
+    # exp() from overflowing; sampling on MPS has produced NaNs/garbage without the shift.)
+    logits = logits - logits.amax(dim=-1, keepdim=True)
+    # In float32 a temperature below its smallest normal number would round to 0 (0 / 0 = NaN),
+    # and one above its largest to inf; both ends change nothing else.
+    logits = apply_temperature(logits, min(max(temperature, _F32.tiny), _F32.max))
     if top_k is not None:
         logits = top_k_filter(logits, top_k)
     if top_p is not None:
         logits = top_p_filter(logits, top_p)
-    # Subtract the row maximum so exp() never overflows. torch.softmax does this internally
-    # on most backends, but sampling on MPS has produced NaNs/garbage without it.
-    logits = logits - logits.max(dim=-1, keepdim=True).values
-    probs = torch.softmax(logits, dim=-1)  # (B, V), filtered tokens exactly 0
+    probs = torch.softmax(logits, dim=-1)  # (B, V), filtered tokens exactly 0; the top one kept
     return torch.multinomial(probs, num_samples=1, generator=generator)  # (B, 1)
 
 
+def _is_int(x) -> bool:
+    return isinstance(x, Integral) and not isinstance(x, bool)
+
+
+def _is_real(x) -> bool:
+    return isinstance(x, Real) and not isinstance(x, bool)
+
+
+def _check_sampling(temperature: float, top_k: int | None, top_p: float | None) -> None:
+    if not _is_real(temperature) or not 0 <= temperature < math.inf:  # NaN fails too
+        raise ValueError(f"temperature={temperature!r}; use a finite number >= 0 (0 means greedy)")
+    if top_k is not None and (not _is_int(top_k) or top_k < 1):
+        raise ValueError(f"top_k={top_k!r}; use an int >= 1, or None to keep every token")
+    if top_p is not None and (not _is_real(top_p) or not 0 < top_p <= 1):
+        raise ValueError(f"top_p={top_p!r}; use a number in (0, 1], or None to keep every token")
+
+
+def _check_logits(logits: torch.Tensor, step: int | None = None) -> None:
+    """Refuse rows without a finite maximum: argmax of an all-NaN row silently returns token 0,
+    and multinomial crashes on the NaN probabilities that NaN or +inf logits give."""
+    # max() propagates NaN, so one reduction finds NaN, +inf, or a row that is -inf throughout.
+    # (-inf elsewhere is fine: it means probability 0.) Reading the result is one host sync.
+    bad = ~torch.isfinite(logits.detach().amax(dim=-1))  # (B,)
+    if bad.any():
+        row = bad.nonzero()[0, 0].item()
+        problem = "without a finite maximum (NaN, +inf, or -inf for every token)"
+        if step is None:
+            raise ValueError(f"logits row {row} is {problem}, so no token can be chosen; check the model "
+                             "that produced it, e.g. for a training run that diverged")
+        raise ValueError(f"the model produced logits {problem} at step {step} in row {row}; check its "
+                         "weights, e.g. for a training run that diverged, or run it in float32")
+
+
 def _check_args(model: nn.Module, idx: torch.Tensor, max_new_tokens: int, context_size: int,
-                temperature: float, top_k: int | None, top_p: float | None) -> None:
+                temperature: float, top_k: int | None, top_p: float | None, eos_id: int | None) -> None:
+    if not isinstance(idx, torch.Tensor):
+        raise TypeError(f"idx must be a (B, T) int64 tensor, got {type(idx).__name__}; "
+                        "make one with torch.tensor([ids])")
     if idx.dim() != 2 or idx.size(1) == 0 or idx.dtype != torch.long:
-        raise ValueError(f"idx must be a (B, T) int64 tensor with T >= 1, got {tuple(idx.shape)} {idx.dtype}")
-    if max_new_tokens < 0:
-        raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
-    if not 1 <= context_size <= model.cfg.context_length:
-        raise ValueError(
-            f"context_size {context_size} must be between 1 and the model's "
-            f"context_length {model.cfg.context_length} (it has no position embeddings beyond)"
-        )
-    if temperature < 0:
-        raise ValueError(f"temperature must be >= 0, got {temperature}")
-    if top_k is not None and top_k < 1:
-        raise ValueError(f"top_k must be >= 1, got {top_k}")
-    if top_p is not None and not 0.0 < top_p <= 1.0:
-        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+        hint = "; add a batch dimension with idx.unsqueeze(0)" if idx.dim() == 1 else ""
+        raise ValueError(f"idx must be a (B, T) int64 tensor with T >= 1, got {tuple(idx.shape)} {idx.dtype}{hint}")
+    if not _is_int(max_new_tokens) or max_new_tokens < 0:
+        raise ValueError(f"max_new_tokens={max_new_tokens!r}; use an int >= 0")
+    n_ctx = model.cfg.context_length
+    if not _is_int(context_size) or not 1 <= context_size <= n_ctx:
+        raise ValueError(f"context_size={context_size!r}; use an int in [1, {n_ctx}], the model's "
+                         "context_length (it has no position embeddings beyond), or None for all of it")
+    _check_sampling(temperature, top_k, top_p)
+    if eos_id is not None:
+        V = getattr(model.cfg, "vocab_size", None)
+        if not _is_int(eos_id) or eos_id < 0 or (V is not None and eos_id >= V):
+            # An id the model never emits would never stop a row; a negative one would pad with garbage.
+            allowed = f"a token id in [0, {V - 1}]" if V is not None else "a token id >= 0"
+            raise ValueError(f"eos_id={eos_id!r}; use {allowed}, or None")
 
 
 @torch.no_grad()
@@ -119,12 +180,13 @@ def generate(
 
     Args:
         model: a `ch04_gpt.GPTModel` (any module with `.cfg.context_length`, `forward(idx,
-            kv_cache)` and `new_kv_cache(max_len)` works).
+            kv_cache, start_pos)` and `new_kv_cache(max_len)` works).
         idx: prompt token ids (B, T), all rows the same length, on the model's device.
         max_new_tokens: the most tokens to append (fewer only when `eos_id` stops early).
         context_size: how many of the latest tokens the model sees; default (and maximum)
             `model.cfg.context_length`.
-        temperature: 0 (default) = greedy, as `ch04_gpt.generate_text_simple`; > 0 samples.
+        temperature: 0 (default) = greedy, as `ch04_gpt.generate_text_simple`; a finite
+            number > 0 samples (a tiny one behaves like greedy, see `sample_next_token`).
         top_k, top_p: optional filters applied before sampling (see `sample_next_token`).
         eos_id: an end-of-text token id. A row that emits it is finished: the eos token is
             kept in the output and the row is filled with further `eos_id`s while other rows
@@ -135,9 +197,12 @@ def generate(
         generator: optional `torch.Generator` (on the model's device) for reproducible sampling.
 
     The model is put in eval mode (no dropout) during generation and restored afterwards.
+    Each call uses a fresh KV cache. Bad arguments raise a ValueError before any work; logits
+    the model makes NaN or inf raise one naming the step.
     """
-    context_size = context_size or model.cfg.context_length
-    _check_args(model, idx, max_new_tokens, context_size, temperature, top_k, top_p)
+    if context_size is None:  # not `or`: context_size=0 must be refused, not replaced
+        context_size = model.cfg.context_length
+    _check_args(model, idx, max_new_tokens, context_size, temperature, top_k, top_p, eos_id)
     was_training = model.training
     model.eval()
     try:
@@ -167,12 +232,14 @@ def _generate(model, idx, max_new_tokens, context_size, temperature, top_k, top_
             logits = model(idx[:, -context_size:])[:, -1, :]  # (B, V)
         elif step == 0:
             # Prefill: read the whole prompt once; the cache now holds its keys and values.
-            logits = model(idx, cache)[:, -1, :]  # (B, V)
+            logits = model(idx, cache, start_pos=0)[:, -1, :]  # (B, V)
         else:
-            # Decode: only the newest token goes in; its position continues from the cache.
-            logits = model(idx[:, -1:], cache)[:, -1, :]  # (B, V)
+            # Decode: only the newest token goes in; its position continues from the cache
+            # (start_pos makes the model refuse anything else).
+            logits = model(idx[:, -1:], cache, start_pos=idx.size(1) - 1)[:, -1, :]  # (B, V)
 
-        next_ids = sample_next_token(logits, temperature, top_k, top_p, generator)  # (B, 1)
+        _check_logits(logits, step)  # NaN logits would otherwise become token 0 or crash multinomial
+        next_ids = _sample(logits, temperature, top_k, top_p, generator)  # (B, 1)
         if eos_id is not None:
             next_ids = next_ids.masked_fill(finished[:, None], eos_id)  # finished rows: padding
             finished |= next_ids[:, 0] == eos_id
