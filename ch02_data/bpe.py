@@ -122,9 +122,12 @@ class BPETokenizer:
         vocabulary, if no pair is left to merge.
         """
         special_tokens = list(special_tokens)
-        n_merges = vocab_size - 256 - len(special_tokens)
-        if n_merges < 0:
-            raise ValueError(f"vocab_size must be at least {256 + len(special_tokens)}")
+        smallest = 256 + len(special_tokens)  # the single bytes and the special tokens
+        if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < smallest:
+            raise ValueError(
+                f"vocab_size={vocab_size!r}; use an int >= {smallest} (256 bytes + {len(special_tokens)} special tokens)"
+            )
+        n_merges = vocab_size - smallest
         pattern = regex.compile(GPT2_PATTERN)
         segments = regex.split("|".join(map(regex.escape, special_tokens)), text) if special_tokens else [text]
         chunk_freq = Counter(chunk for seg in segments for chunk in pattern.findall(seg))
@@ -271,6 +274,8 @@ class BPETokenizer:
         or `"all"` encodes it as its special id (50256 in GPT-2); `disallowed_special=()`
         encodes it as plain text.
         """
+        if not isinstance(text, str):  # bytes or None would fail below with a puzzling message
+            raise TypeError(f"text is a {type(text).__name__}; encode takes a str")
         if allowed_special == "all":
             allowed_special = self.special_tokens_set
         if disallowed_special == "all":

@@ -65,6 +65,19 @@ def test_random_long_chunks_are_encoded_like_tiktoken(gpt2, tiktoken_gpt2, alpha
         assert gpt2.encode(text) == tiktoken_gpt2.encode(text), (alphabet, length)
 
 
+@pytest.mark.parametrize("text", [b"Hello", None, 5, ["Hello"]])
+def test_bpe_encode_of_something_else_than_a_str_is_named(gpt2, text):
+    with pytest.raises(TypeError, match=rf"^text is a {type(text).__name__}; encode takes a str$"):
+        gpt2.encode(text)
+
+
+@pytest.mark.parametrize("vocab_size", [10, 256, 300.5, None, "300"])
+def test_bpe_training_vocab_size_must_be_an_int_above_the_bytes_and_specials(vocab_size):
+    # 300.5 used to train 44 merges: a vocabulary of 301 ids, one more than asked for.
+    with pytest.raises(ValueError, match=rf"^vocab_size={vocab_size!r}; use an int >= 257 \(256 bytes \+ 1 special"):
+        BPETokenizer.train("ab ab", vocab_size)
+
+
 # ---------------------------------------------------------------- decoding ids that are no tokens
 
 
