@@ -27,6 +27,7 @@ import torch
 
 from ch02_data import DownloadError, data_dir, download
 from ch04_gpt import GPT_CONFIGS, GPTConfig, GPTModel, load_hf_gpt2_weights
+from ch04_gpt.hf_weights import check_hf_shapes
 
 _HF = "https://huggingface.co/openai-community"
 
@@ -58,12 +59,29 @@ def read_safetensors_header(path: str | os.PathLike) -> tuple[dict, int]:
     Header entries look like {"h.0.attn.c_attn.weight": {"dtype": "F32", "shape": [768, 2304],
     "data_offsets": [begin, end]}}, offsets relative to the data start; "__metadata__" is optional.
     """
+    size = os.path.getsize(path)
     with open(path, "rb") as f:
+        if size < 8:
+            raise ValueError(f"{path} is {size} bytes long, too short for a safetensors file "
+                             "(which starts with an 8-byte header length); the file is empty or cut off")
         (n,) = struct.unpack("<Q", f.read(8))  # unsigned 64-bit little-endian header length
         if n > 100 * 2**20:
             raise ValueError(f"{path}: header length {n} is implausible; not a safetensors file?")
-        header = json.loads(f.read(n).decode("utf-8"))
+        if 8 + n > size:
+            raise ValueError(f"{path}: header length {n} runs past the end of the {size}-byte file; "
+                             "it is truncated or not a safetensors file")
+        try:
+            header = json.loads(f.read(n).decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise ValueError(f"{path}: the header is not valid JSON ({e}); not a safetensors file?") from None
+    if not isinstance(header, dict):
+        raise ValueError(f"{path}: the header is a JSON {type(header).__name__}, not an object; "
+                         "not a safetensors file?")
     header.pop("__metadata__", None)
+    for name, info in header.items():
+        if not isinstance(info, dict) or not {"dtype", "shape", "data_offsets"} <= info.keys():
+            raise ValueError(f"{path}: header entry {name!r} lacks dtype, shape or data_offsets; "
+                             "not a safetensors file?")
     return header, 8 + n
 
 
@@ -204,6 +222,13 @@ def load_gpt2_from_file(cfg: GPTConfig, path: str | os.PathLike, device: str | t
     # Parameters are allocated once, where they will live, and left uninitialised.
     with torch.device(device), _default_dtype(dtype), _skip_random_init():
         model = GPTModel(cfg)
+    # Names, shapes and the weights' layout come from the header: a mismatched or transposed
+    # file is refused before any tensor is read.
+    header, _ = read_safetensors_header(path)
+    try:
+        check_hf_shapes(model, ((name, info["shape"]) for name, info in header.items()))
+    except (KeyError, ValueError) as e:
+        raise ValueError(f"{path}: {e.args[0]}") from None
     tensors = iter_safetensors(path, into=_direct_targets(model))
     load_hf_gpt2_weights(model, tensors)  # copy_ converts dtype and device
     return model.eval()
@@ -244,7 +269,8 @@ def load_gpt2(name_or_dir: str | os.PathLike, device: str | torch.device = "cpu"
 
     Raises `ch02_data.DownloadError` (one line, saying what to do) when a named model cannot
     be obtained, FileNotFoundError for a folder missing a file, ValueError for an unsupported
-    config.
+    config or a damaged file, or one that does not fit the config (another size, or weights
+    in nn.Linear's layout instead of GPT-2's Conv1D layout), naming the file.
     """
     if isinstance(name_or_dir, str) and name_or_dir in GPT2_WEIGHTS:
         return load_gpt2_from_file(GPT_CONFIGS[name_or_dir], _fetch(name_or_dir), device, dtype)

@@ -5,7 +5,7 @@ wrong logits."""
 import pytest
 import torch
 
-from ch04_gpt import GPTConfig, GPTModel, generate_text_simple
+from ch04_gpt import GPTConfig, GPTModel, generate_text_simple, load_hf_gpt2_weights
 
 TINY = GPTConfig(vocab_size=50, context_length=8, emb_dim=16, n_heads=2, n_layers=2, drop_rate=0.0)
 
@@ -155,3 +155,55 @@ def test_greedy_on_nan_logits_raises_instead_of_token_0(model):
         broken.blocks[1].ff.fc2.bias.fill_(float("nan"))
     with pytest.raises(ValueError, match=r"non-finite logits .*step 0"):
         generate_text_simple(broken, torch.tensor([[1, 2]]), 3, context_size=8)
+
+
+# --- Hugging Face weights -----------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def hf_state() -> dict[str, torch.Tensor]:
+    """A tiny Hugging Face GPT-2's state dict (Conv1D weights (in, out)), matching HF_CFG."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    hf = GPT2LMHeadModel(GPT2Config(vocab_size=50, n_positions=8, n_embd=16, n_layer=2, n_head=2,
+                                    bos_token_id=0, eos_token_id=0))
+    return {k: v.clone() for k, v in hf.state_dict().items()}
+
+
+HF_CFG = TINY.replace(drop_rate=0.1)
+CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
+
+
+def test_hf_state_loads(hf_state):
+    load_hf_gpt2_weights(GPTModel(HF_CFG), hf_state.items())  # the reference the cases below break
+
+
+def test_file_in_linear_layout_is_refused(hf_state):
+    # Every Conv1D weight transposed to nn.Linear's (out, in), as a re-saved copy might be.
+    linear = {k: v.t().contiguous() if k.endswith(CONV1D) else v for k, v in hf_state.items()}
+    with pytest.raises(ValueError, match=r"c_attn.weight has shape \(48, 16\), the nn.Linear layout"):
+        load_hf_gpt2_weights(GPTModel(HF_CFG), linear.items())
+
+
+def test_tensors_disagreeing_on_layout_are_refused(hf_state):
+    # c_attn in Conv1D layout but one c_fc in nn.Linear's: the file contradicts itself.
+    mixed = dict(hf_state)
+    mixed["transformer.h.1.mlp.c_fc.weight"] = mixed["transformer.h.1.mlp.c_fc.weight"].t()
+    with pytest.raises(ValueError, match=r"h.1.mlp.c_fc.weight has shape \(64, 16\), the nn.Linear layout"):
+        load_hf_gpt2_weights(GPTModel(HF_CFG), mixed.items())
+
+
+def test_deeper_checkpoint_names_the_layer(hf_state):
+    with pytest.raises(ValueError, match=r"h.1.ln_1.weight belongs to layer 1, but the model has n_layers=1"):
+        load_hf_gpt2_weights(GPTModel(HF_CFG.replace(n_layers=1)), hf_state.items())
+
+
+def test_other_size_is_named(hf_state):
+    with pytest.raises(ValueError, match=r"wte.weight has shape \(50, 16\), but this model needs \(50, 32\)"):
+        load_hf_gpt2_weights(GPTModel(HF_CFG.replace(emb_dim=32)), hf_state.items())
+
+
+def test_unknown_block_tensor_is_named(hf_state):
+    extra = list(hf_state.items()) + [("transformer.h.0.attn.rotary.weight", torch.zeros(3))]
+    with pytest.raises(KeyError, match=r"unexpected GPT-2 tensor 'transformer.h.0.attn.rotary.weight'"):
+        load_hf_gpt2_weights(GPTModel(HF_CFG), extra)

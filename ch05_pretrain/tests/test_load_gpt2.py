@@ -176,3 +176,66 @@ def test_named_model_from_mirror(tmp_path, monkeypatch):
     model = load_gpt2("gpt2")
     assert (tmp_path / "data" / "gpt2" / "model.safetensors").is_file()
     assert torch.equal(model.tok_emb.weight, hf.transformer.wte.weight)
+
+
+# --- damaged or mismatched files: one sentence naming the file -------------------------------
+
+
+@pytest.mark.parametrize("size", [0, 5])
+def test_file_shorter_than_the_header_length(tmp_path, size):
+    _, folder = save_hf(tmp_path)
+    path = folder / "model.safetensors"
+    path.write_bytes(path.read_bytes()[:size])  # struct.error before
+    with pytest.raises(ValueError, match=rf"model.safetensors is {size} bytes long, too short"):
+        load_gpt2(folder)
+
+
+def test_header_length_past_the_end_of_the_file(tmp_path):
+    path = tmp_path / "model.safetensors"
+    path.write_bytes(struct.pack("<Q", 5000) + b"{}")
+    with pytest.raises(ValueError, match=r"header length 5000 runs past the end of the 10-byte file"):
+        read_safetensors_header(path)
+
+
+def test_header_that_is_not_json(tmp_path):
+    path = tmp_path / "model.safetensors"
+    path.write_bytes(struct.pack("<Q", 4) + b"\xff{x}")
+    with pytest.raises(ValueError, match="the header is not valid JSON"):
+        read_safetensors_header(path)
+
+
+def _resave(folder, change):
+    """Rewrite folder/model.safetensors with change(name, tensor) applied to every tensor."""
+    from safetensors.torch import save_file
+
+    path = folder / "model.safetensors"
+    tensors = {name: change(name, t).contiguous() for name, t in iter_safetensors(path)}
+    save_file(tensors, str(path), metadata={"format": "pt"})
+
+
+CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
+
+
+def test_file_in_linear_layout_is_refused(tmp_path):
+    # A copy re-saved with nn.Linear's (out, in) weights: before, only the non-square tensors'
+    # shapes happened to catch it, with a message that did not say why.
+    _, folder = save_hf(tmp_path)
+    _resave(folder, lambda name, t: t.t() if name.endswith(CONV1D) else t)
+    with pytest.raises(ValueError, match=r"model.safetensors: \S+ has shape \(\d+, 24\), the nn.Linear layout"):
+        load_gpt2(folder)
+
+
+def test_file_with_one_transposed_tensor_is_refused(tmp_path):
+    _, folder = save_hf(tmp_path)
+    _resave(folder, lambda name, t: t.t() if name.endswith("h.1.mlp.c_proj.weight") else t)
+    with pytest.raises(ValueError, match=r"h.1.mlp.c_proj.weight has shape \(24, 96\), the nn.Linear layout"):
+        load_gpt2(folder)
+
+
+def test_config_and_file_of_different_sizes(tmp_path):
+    _, folder = save_hf(tmp_path)
+    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    config["n_embd"], config["n_head"] = 32, 4  # the file's tensors are 24 wide
+    (folder / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    with pytest.raises(ValueError, match=r"model.safetensors: .* but this model needs .*another model size"):
+        load_gpt2(folder)
