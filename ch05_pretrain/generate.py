@@ -129,7 +129,7 @@ def _check_logits(logits: torch.Tensor, step: int | None = None) -> None:
     and multinomial crashes on the NaN probabilities that NaN or +inf logits give."""
     # max() propagates NaN, so one reduction finds NaN, +inf, or a row that is -inf throughout.
     # (-inf elsewhere is fine: it means probability 0.) Reading the result is one host sync.
-    bad = ~torch.isfinite(logits.detach().amax(dim=-1))  # (B,)
+    bad = ~torch.isfinite(logits.detach().amax(dim=-1)).reshape(-1)  # (B,); (1,) for logits (V,)
     if bad.any():
         row = bad.nonzero()[0, 0].item()
         problem = "without a finite maximum (NaN, +inf, or -inf for every token)"
@@ -147,7 +147,8 @@ def _check_args(model: nn.Module, idx: torch.Tensor, max_new_tokens: int, contex
                         "make one with torch.tensor([ids])")
     if idx.dim() != 2 or idx.size(1) == 0 or idx.dtype != torch.long:
         hint = "; add a batch dimension with idx.unsqueeze(0)" if idx.dim() == 1 else ""
-        raise ValueError(f"idx must be a (B, T) int64 tensor with T >= 1, got {tuple(idx.shape)} {idx.dtype}{hint}")
+        raise ValueError(f"idx must be a (B, T) int64 tensor with T >= 1, got {tuple(idx.shape)} "
+                         f"{idx.dtype}{hint}")
     if not _is_int(max_new_tokens) or max_new_tokens < 0:
         raise ValueError(f"max_new_tokens={max_new_tokens!r}; use an int >= 0")
     n_ctx = model.cfg.context_length

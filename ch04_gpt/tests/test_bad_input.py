@@ -54,7 +54,7 @@ def test_largest_valid_id_is_accepted(model):
 
 
 def test_one_dimensional_input_says_unsqueeze(model):
-    with pytest.raises(ValueError, match=r"\(B, T\).*got shape \(3,\); add a batch dimension with idx.unsqueeze\(0\)"):
+    with pytest.raises(ValueError, match=r"\(B, T\).*got shape \(3,\); add a batch dimension with idx.unsqueeze"):
         model(torch.tensor([1, 2, 3]))
 
 
