@@ -3,10 +3,10 @@
 from .bpe import BPETokenizer
 from .dataset import GPTDataset, create_dataloader
 from .encoding import EOT_ID, gpt2_encoding
-from .download import DownloadError, download, sha256_of
+from .download import DownloadError, Unpack, download, sha256_of
 from .fastmode import fast_dev_run, pick
 from .sources import SOURCES, data_dir, fetch
-from .tokenizer import SimpleTokenizer, build_vocab, tokenize
+from .tokenizer import SimpleTokenizer, UnknownWordError, build_vocab, tokenize
 
 __all__ = [
     "BPETokenizer",
@@ -15,6 +15,8 @@ __all__ = [
     "GPTDataset",
     "SOURCES",
     "SimpleTokenizer",
+    "UnknownWordError",
+    "Unpack",
     "build_vocab",
     "create_dataloader",
     "data_dir",

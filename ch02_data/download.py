@@ -4,6 +4,9 @@ Data and weights are never committed to this repository. Each file is fetched fr
 URL and checked against a pinned sha256. Behind a firewall, or offline, point the environment
 variable DATA_MIRROR at a folder that holds copies of the files (same file names): they are
 copied from there, and still verified.
+
+Some files are published packed (a zip, a gzip) whose bytes differ from copy to copy, while the
+file inside does not: `download(..., unpack=...)` then pins the sha256 of the unpacked file.
 """
 
 from __future__ import annotations
@@ -17,8 +20,9 @@ import shutil
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from tqdm import tqdm  # plain text bar: works in terminals and notebooks alike
@@ -35,9 +39,19 @@ _TEMP_TAG = ".part"  # temporary copies are named <dest.name>.part + 8 random ch
 # for this long: a live download writes to it at least every `timeout` seconds.
 _STALE_AFTER_S = 3600
 
+# unpack(packed, out): read the packed file `packed`, write the file it holds to `out`.
+Unpack = Callable[[Path, Path], None]
+
 
 class DownloadError(RuntimeError):
     """A file could not be obtained with the expected sha256."""
+
+
+class _WrongFile(DownloadError):
+    """A file came, but not the one expected (another hash, not a readable archive).
+
+    Trying the same URL again would give the same file, but another URL may serve the right one.
+    """
 
 
 def sha256_of(path: str | os.PathLike) -> str:
@@ -49,23 +63,26 @@ def sha256_of(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
-def _mirror_help(name: str) -> str:
+def _mirror_help(names: Sequence[str]) -> str:
+    copy = " or of ".join(f"'{name}'" for name in names)
     return (
-        f"To work offline, put a copy of '{name}' in a folder and set {MIRROR_ENV_VAR} to it, "
+        f"To work offline, put a copy of {copy} in a folder and set {MIRROR_ENV_VAR} to it, "
         f"e.g. `export {MIRROR_ENV_VAR}=/path/to/mirror` (the README's 'Downloads' section)."
     )
 
 
-def _verify_and_move(tmp: Path, dest: Path, sha256: str, source: str) -> None:
+def _verify_and_move(
+    tmp: Path, dest: Path, sha256: str, source: str, names: Sequence[str]
+) -> None:
     """Move `tmp` onto `dest` only if its hash matches; otherwise delete it and raise."""
     actual = sha256_of(tmp)
     if actual != sha256:
         tmp.unlink(missing_ok=True)
-        raise DownloadError(
+        raise _WrongFile(
             f"sha256 mismatch for {dest.name} from {source}\n"
             f"  expected: {sha256}\n  actual:   {actual}\n"
             "The file was discarded; nothing was written. "
-            "A proxy or captive portal may have replaced it. " + _mirror_help(dest.name)
+            "A proxy or captive portal may have replaced it. " + _mirror_help(names)
         )
     try:
         os.replace(tmp, dest)  # atomic on the same file system
@@ -135,36 +152,119 @@ def _is_transient(error: BaseException) -> bool:
     return isinstance(error, (TimeoutError, ConnectionResetError, ConnectionAbortedError, http.client.IncompleteRead))
 
 
-def _fetch_url(url: str, tmp: Path, timeout: float) -> None:
-    """Stream `url` into `tmp` with a progress bar."""
+def _fetch_url(url: str, tmp: Path, timeout: float, desc: str) -> None:
+    """Stream `url` into `tmp` with a progress bar labelled `desc`."""
     req = urllib.request.Request(url, headers={"User-Agent": "gpt-from-scratch-companion"})
     with urllib.request.urlopen(req, timeout=timeout) as resp, open(tmp, "wb") as out:
         total = int(resp.headers.get("Content-Length") or 0) or None
-        with tqdm(total=total, unit="B", unit_scale=True, desc=tmp.name.split(".part")[0]) as bar:
+        with tqdm(total=total, unit="B", unit_scale=True, desc=desc) as bar:
             for chunk in iter(lambda: resp.read(_CHUNK), b""):
                 out.write(chunk)
                 bar.update(len(chunk))
 
 
+def _url_file_name(url: str) -> str:
+    """The file name at the end of a URL's path, percent-decoded ('a%2Bb.zip' -> 'a+b.zip')."""
+    return urllib.parse.unquote(urllib.parse.urlsplit(url).path.rsplit("/", 1)[-1])
+
+
+def _find_in_mirror(mirror: str | None, dest: Path, name: str) -> Path | None:
+    """<mirror>/<dest's folder name>/<name>, else <mirror>/<name>, else None."""
+    if not mirror:
+        return None
+    # The folder first: one mirror can hold several models' "model.safetensors" side by side.
+    candidates = (Path(mirror) / dest.parent.name / name, Path(mirror) / name)
+    return next((c for c in candidates if c.is_file()), None)
+
+
+def _install(copy: Path, dest: Path, sha256: str, source: str, unpack: Unpack | None,
+             names: Sequence[str]) -> None:
+    """Unpack `copy` if asked to, then verify the result and rename it onto `dest`."""
+    if unpack is None:
+        _verify_and_move(copy, dest, sha256, source, names)
+        return
+    with _temp_file(dest) as out:  # a second temporary file, removed on every failure too
+        try:
+            unpack(copy, out)
+        except (DownloadError, OSError) as e:  # e.g. an HTML error page instead of the archive
+            raise _WrongFile(
+                f"Could not unpack the file from {source} into {dest.name}: {e}\n"
+                + _mirror_help(names)
+            ) from None
+        _verify_and_move(out, dest, sha256, source, names)
+
+
+def _try_url(url: str, dest: Path, sha256: str, retries: int, timeout: float,
+             unpack: Unpack | None, names: Sequence[str]) -> Exception | None:
+    """Fetch `url` and install it at `dest`; None on success, else the error of the last try.
+
+    Only transient failures are tried again, up to `retries` times, after 1, 2, 4, 8... s.
+    """
+    for attempt in range(retries + 1):
+        with _temp_file(dest) as tmp:  # removed on every failure, KeyboardInterrupt included
+            try:
+                _fetch_url(url, tmp, timeout, desc=names[-1])  # the packed file's name, if any
+            except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
+                error = e  # HTTP errors, DNS, refused, reset, timeout, a body cut short
+            else:
+                try:
+                    _install(tmp, dest, sha256, url, unpack, names)
+                    return None
+                except _WrongFile as e:  # not transient: the same URL serves the same file
+                    error = e
+        if attempt == retries or not _is_transient(error):
+            return error
+        time.sleep(min(2**attempt, 8))
+    return error  # not reached: the last try returns (download checks retries >= 0)
+
+
+def _reason(error: Exception) -> str:
+    """One line saying why a URL gave no verified file."""
+    if isinstance(error, urllib.error.HTTPError):
+        return f"HTTP {error.code} {error.reason}"
+    if isinstance(error, _WrongFile):
+        return str(error).splitlines()[0]
+    return str(getattr(error, "reason", None) or error)
+
+
 def download(
-    url: str,
+    url: str | Sequence[str],
     dest: str | os.PathLike,
     sha256: str,
     *,
     retries: int = 3,
     timeout: float = 30.0,
+    unpack: Unpack | None = None,
+    packed_name: str | None = None,
 ) -> Path:
     """Make sure `dest` holds the file at `url` with the given sha256, and return its path.
 
     1. If `dest` exists and its hash matches, return at once (no work on a second call).
     2. Else, if DATA_MIRROR names a folder holding `<dest's folder name>/<dest.name>` or
-       `<dest.name>`, copy it from there.
+       `<dest.name>`, copy it from there; with `unpack`, else unpack its `packed_name` copy.
     3. Else, stream `url` with a tqdm bar, retrying transient failures (timeouts, dropped
-       connections, HTTP 5xx and 429) up to `retries` times; others fail at once.
+       connections, HTTP 5xx and 429) up to `retries` times; others fail at once. `url` may also
+       be a list of URLs serving the same file: each is tried in turn until one gives it.
     Every copy is written to a temporary file beside `dest`, verified, then renamed into place,
     so a corrupt or truncated file is never left at `dest`; temporary copies that a killed
     download left beside `dest` are deleted first. Failures raise `DownloadError`.
+
+    unpack:      for a file published packed, e.g. inside a zip: `unpack(packed, out)` reads the
+                 fetched file and writes the file it holds to `out`; `sha256` is then that of the
+                 unpacked file, and the packed one is not kept. It raises DownloadError (or
+                 OSError) when `packed` is not what it expects.
+    packed_name: with `unpack`, the packed file's name in DATA_MIRROR, looked for (and unpacked)
+                 when the mirror holds no `dest.name`; default: the file name ending the first URL.
     """
+    urls = [url] if isinstance(url, str) else list(url)
+    if not urls or not all(isinstance(u, str) for u in urls):
+        raise ValueError(f"url={url!r}; give a URL, or a list of URLs serving the same file")
+    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+        raise ValueError(f"retries={retries!r}; use an int >= 0 (0: one try per URL)")
+    if unpack is not None and not callable(unpack):
+        raise ValueError(f"unpack={unpack!r}; give a function unpack(packed, out), or None")
+    if packed_name is not None and unpack is None:
+        raise ValueError(f"packed_name={packed_name!r} without unpack; give both, or neither")
     dest = Path(dest)
     sha256 = sha256.lower()
     if dest.is_file() and sha256_of(dest) == sha256:
@@ -174,41 +274,35 @@ def download(
     dest.parent.mkdir(parents=True, exist_ok=True)
     _remove_abandoned_temp_files(dest)
 
+    # The names a mirror may hold, in the order looked for: the file itself, then its packed form.
+    packed_name = packed_name or (_url_file_name(urls[0]) if unpack is not None else "")
+    names = (dest.name,) if packed_name in ("", dest.name) else (dest.name, packed_name)
     mirror = os.environ.get(MIRROR_ENV_VAR)
-    # Look for <mirror>/<folder>/<name> first (several models' "model.safetensors" side by side),
-    # then for <mirror>/<name>.
-    candidates = [Path(mirror) / dest.parent.name / dest.name, Path(mirror) / dest.name] if mirror else []
-    src = next((c for c in candidates if c.is_file()), None)
+    src = _find_in_mirror(mirror, dest, dest.name)
     if src is not None:
         with _temp_file(dest) as tmp:  # no partial copy stays behind, whatever happens
             try:
                 shutil.copyfile(src, tmp)
             except OSError as e:  # unreadable mirror file, disk full
                 raise DownloadError(f"Could not copy {src} to {dest.parent}: {e}") from e
-            _verify_and_move(tmp, dest, sha256, source=f"mirror {src}")
+            _verify_and_move(tmp, dest, sha256, f"mirror {src}", names)
+        return dest
+    packed = _find_in_mirror(mirror, dest, names[1]) if len(names) == 2 else None
+    if packed is not None:
+        _install(packed, dest, sha256, f"mirror {packed}", unpack, names)  # read in place
         return dest
 
-    last_error: Exception | None = None
-    for attempt in range(retries + 1):
-        with _temp_file(dest) as tmp:  # removed on every failure, KeyboardInterrupt included
-            try:
-                _fetch_url(url, tmp, timeout)
-            except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
-                last_error = e  # HTTP errors, DNS, refused, reset, timeout, a body cut short
-            else:
-                _verify_and_move(tmp, dest, sha256, source=url)
-                return dest
-        if attempt == retries or not _is_transient(last_error):
-            break
-        time.sleep(min(2**attempt, 8))
-
-    if isinstance(last_error, urllib.error.HTTPError):
-        reason = f"HTTP {last_error.code} {last_error.reason}"
-    else:
-        reason = getattr(last_error, "reason", None) or last_error
-    checked = f"  {MIRROR_ENV_VAR}={mirror} holds no '{dest.name}'.\n" if mirror else ""
+    failures = []  # (url, error) for each URL that gave no verified file
+    for u in urls:
+        error = _try_url(u, dest, sha256, retries, timeout, unpack, names)
+        if error is None:
+            return dest
+        failures.append((u, error))
+    if len(failures) == 1 and isinstance(failures[0][1], _WrongFile):
+        raise failures[0][1]  # its own message says what came and what was expected
+    tried = "".join(f"Could not download {u}\n  reason: {_reason(e)}\n" for u, e in failures)
+    missing = " nor ".join(f"'{name}'" for name in names)
+    checked = f"  {MIRROR_ENV_VAR}={mirror} holds no {missing}.\n" if mirror else ""
     raise DownloadError(
-        f"Could not download {url}\n  reason: {reason}\n  expected sha256: {sha256}\n"
-        + checked
-        + _mirror_help(dest.name)
+        tried + f"  expected sha256: {sha256}\n" + checked + _mirror_help(names)
     ) from None
