@@ -10,13 +10,9 @@ message (`read_sms_naively` shows it); `read_sms_file` splits each line at its T
 
 from __future__ import annotations
 
-import http.client
 import numbers
 import os
 import shutil
-import tempfile
-import urllib.error
-import urllib.request
 import zipfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,10 +20,8 @@ from pathlib import Path
 import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset, default_collate
-from tqdm import tqdm
 
-from ch02_data import EOT_ID, DownloadError, data_dir, download, gpt2_encoding, sha256_of
-from ch02_data.download import MIRROR_ENV_VAR
+from ch02_data import EOT_ID, DownloadError, data_dir, download, gpt2_encoding
 
 SMS_NAME = "SMSSpamCollection"  # the file, and its member name inside the zip
 SMS_ZIP_NAME = "sms+spam+collection.zip"
@@ -40,58 +34,21 @@ SMS_FALLBACK_URL = (
 )
 
 LABELS = ("ham", "spam")  # class ids 0 and 1
-_CHUNK = 1 << 20  # 1 MiB
 
 
-# --- Download -------------------------------------------------------------------------------
+# --- Download ---------------------------------------------------------------------------------
 
 
-def _mirror_file(name: str, folder: str) -> Path | None:
-    """<DATA_MIRROR>/<folder>/<name>, else <DATA_MIRROR>/<name>: the places `download` looks."""
-    mirror = os.environ.get(MIRROR_ENV_VAR)
-    if not mirror:
-        return None
-    candidates = (Path(mirror) / folder / name, Path(mirror) / name)
-    return next((p for p in candidates if p.is_file()), None)
-
-
-def _temp_beside(dest: Path) -> Path:
-    """A new empty file beside `dest`, so that the final rename is atomic (same file system)."""
-    fd, name = tempfile.mkstemp(dir=dest.parent, prefix=dest.name + ".part")
-    os.close(fd)
-    return Path(name)
-
-
-def _fetch(url: str, out: Path, timeout: float) -> None:
-    """Stream `url` into the file `out` with a progress bar."""
-    req = urllib.request.Request(url, headers={"User-Agent": "gpt-from-scratch-companion"})
-    with urllib.request.urlopen(req, timeout=timeout) as resp, open(out, "wb") as f:
-        total = int(resp.headers.get("Content-Length") or 0) or None
-        with tqdm(total=total, unit="B", unit_scale=True, desc=SMS_ZIP_NAME) as bar:
-            for chunk in iter(lambda: resp.read(_CHUNK), b""):
-                f.write(chunk)
-                bar.update(len(chunk))
-
-
-def _extract_member(zip_path: Path, dest: Path, source: str) -> None:
-    """Write the zip's `SMSSpamCollection` member to `dest` if its sha256 matches, else raise."""
-    tmp = _temp_beside(dest)
+def _extract_sms(archive: Path, out: Path) -> None:
+    """`download`'s unpack step: write the zip's member `SMSSpamCollection` to `out`."""
     try:
-        with zipfile.ZipFile(zip_path) as zf:
+        with zipfile.ZipFile(archive) as zf:
             if SMS_NAME not in zf.namelist():
-                raise DownloadError(f"the zip from {source} has no member {SMS_NAME!r} "
-                                    f"(it holds {zf.namelist()})")
-            with zf.open(SMS_NAME) as member, open(tmp, "wb") as out:
-                shutil.copyfileobj(member, out, _CHUNK)
-        actual = sha256_of(tmp)
-        if actual != SMS_SHA256:
-            raise DownloadError(f"{SMS_NAME} from {source} has sha256 {actual}, expected "
-                                f"{SMS_SHA256}; it was discarded")
-        os.replace(tmp, dest)  # atomic: `dest` is either absent, old, or the verified file
+                raise DownloadError(f"the zip has no member {SMS_NAME!r} (it holds {zf.namelist()})")
+            with zf.open(SMS_NAME) as member, open(out, "wb") as f:
+                shutil.copyfileobj(member, f)
     except zipfile.BadZipFile as e:  # an HTML error page, a truncated file, a bad CRC
-        raise DownloadError(f"the file from {source} is not a readable zip ({e})") from None
-    finally:
-        tmp.unlink(missing_ok=True)  # gone after os.replace; removed on every failure
+        raise DownloadError(f"not a readable zip ({e})") from None
 
 
 def sms_spam_path(
@@ -99,47 +56,21 @@ def sms_spam_path(
 ) -> Path:
     """Local path of the verified `SMSSpamCollection` file in `ch02_data.data_dir()`.
 
+    `ch02_data.download` does the work, with SMS_SHA256 pinned for the extracted file:
     1. Already there with the right sha256: returned at once.
-    2. DATA_MIRROR holds `SMSSpamCollection`: copied and verified by `ch02_data.download`.
+    2. DATA_MIRROR holds `SMSSpamCollection`: copied and verified.
     3. DATA_MIRROR holds `sms+spam+collection.zip`, else each URL of `urls` in turn gives the
        zip (downloaded with a progress bar to a temporary file): its member `SMSSpamCollection`
-       is extracted, verified against SMS_SHA256 and renamed into place.
+       is extracted, verified against SMS_SHA256 and renamed into place; the zip is not kept.
     Nothing partial or unverified is ever left at the destination. Raises DownloadError.
     """
     if isinstance(urls, str):
         urls = (urls,)
     if not urls:
         raise ValueError("urls=(); give at least one URL of the SMS Spam Collection zip")
-    dest = data_dir() / SMS_NAME
-    if dest.is_file() and sha256_of(dest) == SMS_SHA256:
-        return dest
-    if _mirror_file(SMS_NAME, dest.parent.name) is not None:
-        return download(urls[0], dest, SMS_SHA256)  # the mirror copy: the URL is not used
-    dest.parent.mkdir(parents=True, exist_ok=True)
-
-    zip_copy = _mirror_file(SMS_ZIP_NAME, dest.parent.name)
-    if zip_copy is not None:
-        _extract_member(zip_copy, dest, source=f"mirror {zip_copy}")
-        return dest
-
-    failures = []
-    for url in urls:
-        tmp = _temp_beside(dest.parent / SMS_ZIP_NAME)
-        try:
-            _fetch(url, tmp, timeout)
-            _extract_member(tmp, dest, source=url)
-            return dest
-        except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
-            failures.append(f"{url} ({getattr(e, 'reason', None) or e})")
-        except DownloadError as e:  # a file came, but not the right one: try the next URL
-            failures.append(str(e))
-        finally:
-            tmp.unlink(missing_ok=True)
-    raise DownloadError(
-        f"could not get the SMS Spam Collection from {'; '.join(failures)}; to work offline, put "
-        f"{SMS_NAME} (sha256 {SMS_SHA256[:12]}...) or {SMS_ZIP_NAME} in a folder and set "
-        f"{MIRROR_ENV_VAR} to it"
-    )
+    # One more try per URL after a timeout or a 5xx, not three: the next URL is the better retry.
+    return download(list(urls), data_dir() / SMS_NAME, SMS_SHA256, retries=1, timeout=timeout,
+                    unpack=_extract_sms, packed_name=SMS_ZIP_NAME)
 
 
 # --- Reading --------------------------------------------------------------------------------

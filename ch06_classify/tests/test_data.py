@@ -111,6 +111,27 @@ def test_wrong_zip_is_refused_and_nothing_is_written(data_dir, tmp_path, members
     assert not (data_dir / SMS_NAME).exists() and leftovers(data_dir) == []
 
 
+def test_a_url_that_times_out_is_tried_once_more_then_the_next(data_dir, tmp_path, monkeypatch,
+                                                               sms_bytes):
+    import time
+    import urllib.request
+
+    real_urlopen, calls, sleeps = urllib.request.urlopen, [], []
+
+    def urlopen(request, timeout):
+        calls.append(request.full_url)
+        if request.full_url.startswith("http:"):
+            raise TimeoutError("The read operation timed out")
+        return real_urlopen(request, timeout=timeout)
+
+    monkeypatch.setattr(urllib.request, "urlopen", urlopen)
+    monkeypatch.setattr(time, "sleep", sleeps.append)
+    good = make_zip(tmp_path / SMS_ZIP_NAME, {SMS_NAME: sms_bytes}).as_uri()
+    path = sms_spam_path(urls=("http://127.0.0.1:9/slow.zip", good), timeout=1)
+    assert sha256_of(path) == SMS_SHA256
+    assert calls == ["http://127.0.0.1:9/slow.zip"] * 2 + [good] and sleeps == [1]
+
+
 def test_every_url_failing_names_them_all(data_dir, tmp_path):
     urls = (missing_url(tmp_path), (tmp_path / "other.zip").as_uri())
     with pytest.raises(DownloadError) as info:
