@@ -1,10 +1,10 @@
 """Chapter 5: pretraining on unlabeled data."""
 
-from .checkpoint import load_checkpoint, load_model, save_checkpoint
+from .checkpoint import check_checkpoint_path, load_checkpoint, load_model, save_checkpoint
 from .device import autocast, fast_adamw, get_device, maybe_compile, move_to_device, unwrap
 from .generate import apply_temperature, generate, sample_next_token, top_k_filter, top_p_filter
 from .gpt2_weights import GPT2_WEIGHTS, iter_safetensors, load_gpt2
-from .losses import IGNORE_INDEX, evaluate, lm_loss, perplexity
+from .losses import IGNORE_INDEX, NoTargetsError, evaluate, lm_loss, perplexity
 from .train import History, lr_factor, train
 
 __all__ = [
@@ -12,8 +12,10 @@ __all__ = [
     "GPT2_WEIGHTS",
     "IGNORE_INDEX",
     "History",
+    "NoTargetsError",
     "apply_temperature",
     "autocast",
+    "check_checkpoint_path",
     "evaluate",
     "generate",
     "get_device",

@@ -1,15 +1,18 @@
-"""Saving and loading checkpoints that carry their own config.
+"""Saving and loading checkpoints that carry their own config, and resuming training from them.
 
 A checkpoint is a plain dict `{"model": state_dict, "config": cfg.to_dict(), "optimizer": ...,
 **extra}` holding only tensors, dicts, lists, tuples, numbers, strings and None. That is exactly
 what `torch.load(..., weights_only=True)` accepts, so loading never runs code from the file
-(pickles can), and the next chapter rebuilds the model from the file alone.
+(pickles can), and the next chapter rebuilds the model from the file alone. `save_checkpoint`
+refuses anything else before it writes, so no file is ever written that could not be loaded.
 """
 
 from __future__ import annotations
 
 import os
 import tempfile
+import time
+from collections import OrderedDict
 from pathlib import Path
 
 import torch
@@ -18,6 +21,96 @@ import torch.nn as nn
 from ch04_gpt import GPTConfig, GPTModel
 
 from .device import unwrap
+
+# What weights_only loading accepts on every PyTorch we support (>= 2.4), by exact type: the
+# loader refuses a str or float subclass (torch.__version__, np.float64), so we do too. dtype,
+# device and Size may sit in a state_dict. A set is refused: older PyTorch cannot load it.
+_PLAIN = (int, float, bool, str, bytes, type(None), torch.dtype, torch.device, torch.Size)
+_ALLOWED = "tensors, dicts, lists, tuples, int, float, bool, str, bytes and None"
+# A temporary file named like ours, last written before this process imported this module,
+# is the remnant of a killed save.
+_SESSION_START = time.time()
+
+
+def _check_storable(value, where: str) -> None:
+    """Raise TypeError naming `where` if `value` holds anything weights_only loading refuses."""
+    if isinstance(value, torch.Tensor) or type(value) in _PLAIN:
+        return
+    if type(value) in (dict, OrderedDict):  # a state_dict is an OrderedDict
+        for k, v in value.items():
+            _check_storable(k, f"a key of {where}")
+            _check_storable(v, f"{where}[{k!r}]")
+        return
+    if type(value) in (list, tuple):
+        for i, v in enumerate(value):
+            _check_storable(v, f"{where}[{i}]")
+        return
+    raise TypeError(
+        f"save_checkpoint: {where} is a {type(value).__module__}.{type(value).__qualname__} "
+        f"({value!r:.60}); store only {_ALLOWED} (what weights_only loading accepts on every "
+        "PyTorch version), e.g. str(path), sorted(a_set) or float(x)"
+    )
+
+
+def _check_destination(path: Path, name: str = "path") -> None:
+    """Refuse a destination that is a folder or lies under a file, before anything is written."""
+    if path.is_dir():
+        raise IsADirectoryError(
+            f"{name}={str(path)!r} is a folder; give a file name inside it, e.g. "
+            f"{str(path / 'checkpoint.pt')!r}"
+        )
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise NotADirectoryError(
+                    f"{name}={str(path)!r} lies under {str(parent)!r}, which is a file, not a "
+                    "folder; choose a path in a folder"
+                )
+            break
+
+
+def check_checkpoint_path(path: str | os.PathLike, name: str = "checkpoint_path") -> Path:
+    """Make sure a checkpoint can be written to `path`, before hours of training depend on it.
+
+    Refuses a folder (also a name ending in "/"), a path under a file and a folder that cannot
+    be written to, each with one sentence naming `name`; creates the missing folders and returns
+    the path. `train` calls it before its first step.
+    """
+    text = os.fspath(path)
+    path = Path(path)
+    if text.endswith(("/", os.sep)):  # Path() would drop the slash and write a file by that name
+        raise IsADirectoryError(
+            f"{name}={text!r} names a folder; give a file name inside it, e.g. "
+            f"{str(path / 'checkpoint.pt')!r}"
+        )
+    _check_destination(path, name)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".tmp")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise PermissionError(
+            f"{name}={text!r} cannot be written: {type(e).__name__} in "
+            f"{str(path.parent)!r} ({e.strerror or e}); choose a folder you can write to"
+        ) from e
+    return path
+
+
+def _remove_stale_temp_files(path: Path) -> None:
+    """Delete `<name>.tmp*` files that a save killed mid-write left behind.
+
+    Only our own naming, and only files last written before this process imported this module,
+    so a save in progress elsewhere (its file is being written now) is left alone, as are files
+    we cannot delete.
+    """
+    prefix = path.name + ".tmp"
+    for p in path.parent.iterdir():
+        try:
+            if p.name.startswith(prefix) and p.is_file() and p.stat().st_mtime < _SESSION_START:
+                p.unlink()
+        except OSError:
+            pass
 
 
 def save_checkpoint(
@@ -31,10 +124,19 @@ def save_checkpoint(
     `model` may be wrapped (DDP, torch.compile): the unwrapped module's state_dict is saved, so
     its keys carry no `module.` or `_orig_mod.` prefix. "config" is `model.cfg.to_dict()` when the
     model has a config (GPTModel does), else None. The file is written to a temporary name in the
-    same folder and then renamed, so a crash mid-write never leaves a truncated checkpoint.
+    same folder and then renamed, so a crash mid-write never leaves a truncated checkpoint; the
+    temporary file of a save killed in an earlier process is removed on the next save.
+
+    Raises:
+        TypeError: before writing, when `extra` (or a state_dict) holds a value that
+            `load_checkpoint` would refuse: anything but tensors, dicts, lists, tuples, int,
+            float, bool, str, bytes and None. Convert it yourself (a Path to str, a set to a
+            sorted list, an np.float64 to float); silently converting would change what you
+            read back.
+        IsADirectoryError, NotADirectoryError: when `path` is a folder or lies under a file.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    _check_destination(path)
     model = unwrap(model)
     cfg = getattr(model, "cfg", None)
     state = {
@@ -43,6 +145,10 @@ def save_checkpoint(
         "optimizer": optimizer.state_dict() if optimizer is not None else None,
         **extra,
     }
+    for key, value in state.items():
+        _check_storable(value, key if key in ("model", "config", "optimizer") else f"extra {key!r}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temp_files(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".tmp")
     os.close(fd)
     try:
@@ -59,8 +165,45 @@ def load_checkpoint(path: str | os.PathLike, device: torch.device | str = "cpu")
 
     Files holding anything other than tensors and plain Python containers/values are refused
     with an `UnpicklingError` instead of being executed.
+
+    Raises:
+        FileNotFoundError: no file at `path`.
+        ValueError: the file is empty, not a PyTorch file (text, JSON, ...), damaged or
+            truncated, or holds something other than a checkpoint dict with a "model" entry.
     """
-    return torch.load(path, map_location=device, weights_only=True)
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(2, "no checkpoint at this path", str(path))
+    if path.is_dir():
+        raise IsADirectoryError(f"{str(path)!r} is a folder; load_checkpoint expects a file "
+                                "written by save_checkpoint")
+    with open(path, "rb") as f:
+        head = f.read(4)
+    # torch.save writes a zip archive ("PK\3\4"); files from before PyTorch 1.6 are a pickle (\x80).
+    if not head.startswith((b"PK\x03\x04", b"\x80")):
+        what = "empty" if not head else f"not a PyTorch file (it starts with {head!r})"
+        raise ValueError(f"{str(path)!r} is {what}; load_checkpoint expects a file written by "
+                         "save_checkpoint (torch.save)")
+    try:
+        ckpt = torch.load(path, map_location=device, weights_only=True)
+    except (RuntimeError, EOFError) as e:
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        # The zip reader's errors: a truncated or damaged archive. Others (a CUDA map_location
+        # on a machine without CUDA, say) are not about the file and pass unchanged.
+        if isinstance(e, RuntimeError) and not any(
+            s in reason for s in ("zip", "PytorchStreamReader", "inline_container", "archive")
+        ):
+            raise
+        raise ValueError(f"{str(path)!r} cannot be read as a checkpoint: it is damaged, "
+                         f"truncated or another kind of zip file ({reason[:80]})") from e
+    if not isinstance(ckpt, dict) or "model" not in ckpt:
+        what = f"a {type(ckpt).__name__}"
+        if isinstance(ckpt, dict):
+            what = f"a dict with keys {sorted(map(str, ckpt))[:5]}"
+        raise ValueError(f"{str(path)!r} holds {what}, not a checkpoint; load_checkpoint expects "
+                         "a dict with a 'model' entry, as save_checkpoint writes (read other "
+                         "files with torch.load(path, weights_only=True))")
+    return ckpt
 
 
 def load_model(path: str | os.PathLike, device: torch.device | str = "cpu") -> GPTModel:
@@ -72,3 +215,80 @@ def load_model(path: str | os.PathLike, device: torch.device | str = "cpu") -> G
     model = GPTModel(GPTConfig.from_dict(ckpt["config"]))
     model.load_state_dict(ckpt["model"])
     return model.to(device).eval()
+
+
+# Resuming training: the random states a checkpoint stores, and whether a run can continue one.
+
+
+def loader_generators(loader) -> list[torch.Generator]:
+    """The random generators that decide a DataLoader's shuffle order (if any are its own)."""
+    found = []
+    for owner in (loader, getattr(loader, "sampler", None)):
+        g = getattr(owner, "generator", None)
+        if isinstance(g, torch.Generator) and all(g is not f for f in found):
+            found.append(g)
+    return found
+
+
+def rng_state(generators: list[torch.Generator]) -> dict:
+    """Every random state training consumes: torch's global RNG (dropout, and shuffling when the
+    loader has no generator), the accelerator's RNG, and the loader's generators."""
+    state = {"torch": torch.get_rng_state(), "loader": [g.get_state() for g in generators]}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict, generators: list[torch.Generator]) -> None:
+    """Restore what `rng_state` returned."""
+    torch.set_rng_state(state["torch"])
+    for g, s in zip(generators, state["loader"]):
+        g.set_state(s)
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def check_resumable(path, ckpt: dict, optimizer: torch.optim.Optimizer, setup: dict) -> None:
+    """Refuse, before anything is loaded, a checkpoint this run cannot continue exactly.
+
+    `setup` is this run's {"n_batches", "grad_accum_steps", "total_steps", "optimizer"};
+    checkpoints from before these were stored are checked on what they do hold.
+    """
+    state, saved = ckpt.get("train_state"), ckpt.get("optimizer")
+    where = f"checkpoint {str(path)!r}"
+    new_run = "or start a new run (resume=False, or another checkpoint_path)"
+    if state is None or saved is None:
+        raise ValueError(
+            f"{str(path)!r} holds no training state (it was written by save_checkpoint without "
+            "train_state and optimizer, not by train), so resume=True cannot continue it; to "
+            "start from its weights, load ckpt['model'] into the model and train with "
+            "resume=False and another checkpoint_path"
+        )
+    name, saved_name = setup["optimizer"], state.get("optimizer")
+    if saved_name is not None and saved_name != name:
+        raise ValueError(f"the optimizer is {name} but {where} was trained with {saved_name}; "
+                         f"resume with {saved_name}, {new_run}")
+    sizes = [len(g["params"]) for g in optimizer.param_groups]
+    saved_sizes = [len(g["params"]) for g in saved["param_groups"]]
+    keys = {k for g in optimizer.param_groups for k in g} - {"params", "initial_lr"}
+    saved_keys = {k for g in saved["param_groups"] for k in g} - {"params", "initial_lr"}
+    if sizes != saved_sizes or (saved_name is None and keys != saved_keys):
+        raise ValueError(f"the optimizer ({name}, parameter groups of {sizes} tensors with "
+                         f"settings {sorted(keys)}) differs from {where}'s ({saved_sizes} tensors, "
+                         f"settings {sorted(saved_keys)}); resume with the same model and "
+                         f"optimizer, {new_run}")
+    n, saved_n = setup["n_batches"], state.get("n_batches")
+    if (saved_n is not None and saved_n != n) or state["batch_in_epoch"] > n:
+        saved_n = saved_n if saved_n is not None else f"at least {state['batch_in_epoch']}"
+        raise ValueError(f"train_loader has {n} batches per epoch but {where} was saved with "
+                         f"{saved_n}; resume with the same data, batch size and drop_last, "
+                         f"{new_run}")
+    accum = setup["grad_accum_steps"]
+    saved_accum = state.get("grad_accum_steps", accum)
+    if saved_accum != accum:
+        raise ValueError(f"grad_accum_steps={accum} but {where} was saved with "
+                         f"grad_accum_steps={saved_accum}; resume with {saved_accum}, {new_run}")
+    if state["step"] > setup["total_steps"]:
+        raise ValueError(f"{where} is at step {state['step']}, past this run's "
+                         f"{setup['total_steps']} steps; ask for at least {state['step']} steps "
+                         f"(max_steps or epochs), {new_run}")

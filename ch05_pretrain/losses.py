@@ -21,6 +21,15 @@ IGNORE_INDEX = -100  # targets equal to this are skipped by cross_entropy (paddi
 LossFn = Callable[[nn.Module, object], torch.Tensor]
 
 
+class NoTargetsError(ValueError):
+    """A batch in which every target is -100: its mean loss would be 0/0 = nan.
+
+    Raised by `lm_loss` before the forward pass. `train` skips such a micro-batch and `evaluate`
+    such a batch, so a prompt that fills the whole window (chapter 7) is not taken for
+    divergence; a loss of your own can raise it for the same purpose.
+    """
+
+
 def lm_loss(model: nn.Module, batch) -> torch.Tensor:
     """Mean next-token cross-entropy.
 
@@ -31,8 +40,18 @@ def lm_loss(model: nn.Module, batch) -> torch.Tensor:
             changes how batches are collated, not the loss.
     Returns:
         A scalar tensor: the mean of -log p(target) over all counted positions.
+    Raises:
+        NoTargetsError: when no position is counted (every target is -100).
     """
     inputs, targets = batch
+    # Checked before the forward pass, so a skipped batch costs no compute. On a GPU this reads
+    # one bool back: a short wait, since `train`'s blocking copy of the batch to the device
+    # has already waited for the work queued before it.
+    if not bool((targets != IGNORE_INDEX).any()):
+        raise NoTargetsError(
+            f"the batch has no counted targets: all {targets.numel()} targets are "
+            f"{IGNORE_INDEX}, so its mean loss is undefined (0/0)"
+        )
     logits = model(inputs)  # (B, T, V)
     # cross_entropy wants (N, V) scores and (N,) classes: fold batch and time together.
     return F.cross_entropy(
@@ -53,23 +72,39 @@ def evaluate(
 
     The model runs in eval mode (no dropout) without gradients, and its previous train/eval
     mode is restored afterwards. Batches are moved to `device` (default: the model's device).
-    Each batch counts equally. Returns nan for an empty loader.
+    Each batch counts equally; a batch without counted targets (`NoTargetsError`) is left out.
+    Returns nan for an empty loader.
+
+    Raises:
+        NoTargetsError: when every batch looked at was left out, rather than returning nan.
     """
+    if max_batches is not None and max_batches < 1:
+        raise ValueError(f"max_batches={max_batches!r}; use an integer >= 1, or None for all "
+                         "batches")
     if device is None:
         device = next(model.parameters()).device
     was_training = model.training
     model.eval()
-    total, n = 0.0, 0
+    total, n, skipped = 0.0, 0, 0
     try:
         for i, batch in enumerate(loader):
             if max_batches is not None and i >= max_batches:
                 break
-            with autocast(device, autocast_dtype):
-                loss = loss_fn(model, move_to_device(batch, device))
+            try:
+                with autocast(device, autocast_dtype):
+                    loss = loss_fn(model, move_to_device(batch, device))
+            except NoTargetsError:
+                skipped += 1
+                continue
             total += loss.item()
             n += 1
     finally:
         model.train(was_training)
+    if skipped and not n:
+        raise NoTargetsError(
+            f"none of the {skipped} evaluated batches has a counted target (every target is "
+            f"{IGNORE_INDEX}), so there is no loss to average; check how the batches are masked"
+        )
     return total / n if n else float("nan")
 
 

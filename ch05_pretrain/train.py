@@ -6,12 +6,18 @@ distillation all call it; they differ only in their batches and in `loss_fn(mode
 
 One optimizer step = `grad_accum_steps` micro-batches. Step numbers in the history, the learning-
 rate schedule, evaluation and checkpoints all count optimizer steps.
+
+The loop itself is `train`'s last screen; the helpers above it do one job each: resuming
+(`_start`, `_epoch_batches`; what a checkpoint must match is `checkpoint.check_resumable`),
+the optimizer step with its checks (`_optimizer_step`) and evaluation with logging
+(`_evaluate_and_log`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
+import numbers
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -22,19 +28,21 @@ import torch.distributed as dist
 import torch.nn as nn
 from tqdm import tqdm  # plain text bar: works in terminals, notebooks and CI logs
 
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import (check_checkpoint_path, check_resumable, load_checkpoint,
+                         loader_generators, rng_state, save_checkpoint, set_rng_state)
 from .device import autocast, move_to_device, unwrap
-from .losses import evaluate
+from .losses import NoTargetsError, evaluate
 
 
 @dataclass
 class History:
     """What happened during training, one entry per evaluation (all lists have equal length).
 
-    `train_loss` is the mean training loss of the optimizer steps since the previous evaluation;
-    `val_loss` is None without a validation loader; `metrics` maps "val_<name>" and
-    "train_<name>" to lists. `history["val_acc"]` reads a field or a metric. Plain numbers only,
-    so `json.dump(history.to_dict(), f)` works and `plt.plot(h.tokens_seen, h.val_loss)` too.
+    `train_loss` is the mean training loss of the optimizer steps since the previous evaluation
+    (nan if none of their micro-batches had a counted target); `val_loss` is None without a
+    validation loader; `metrics` maps "val_<name>" and "train_<name>" to lists of floats.
+    `history["val_acc"]` reads a field or a metric. Plain numbers only, so
+    `json.dump(history.to_dict(), f)` works and `plt.plot(h.tokens_seen, h.val_loss)` too.
     """
 
     step: list[int] = field(default_factory=list)
@@ -68,10 +76,17 @@ def lr_factor(
     Linear warmup from 1/warmup_steps to 1 over the first `warmup_steps` steps, then either
     constant ("constant") or a half cosine from 1 down to `min_lr_ratio` at `total_steps`
     ("cosine", Loshchilov & Hutter 2017). Warmup keeps the first, large Adam updates small while
-    its moment estimates are still noisy.
+    its moment estimates are still noisy. A warmup longer than the run is allowed (the rate
+    then never reaches its peak); a negative one, or a `min_lr_ratio` outside [0, 1] (a
+    negative rate climbs the loss, a ratio above 1 raises the rate), is refused.
     """
     if schedule not in ("cosine", "constant"):
         raise ValueError(f"lr_schedule={schedule!r}; choose 'cosine' or 'constant'")
+    if not 0.0 <= min_lr_ratio <= 1.0:  # also refuses nan
+        raise ValueError(f"min_lr_ratio={min_lr_ratio!r}; use a number in [0, 1] (the final "
+                         "learning rate as a fraction of the peak)")
+    if warmup_steps < 0:
+        raise ValueError(f"warmup_steps={warmup_steps!r}; use an integer >= 0")
     if step < warmup_steps:
         return (step + 1) / warmup_steps
     if schedule == "constant":
@@ -93,33 +108,6 @@ def default_count_tokens(batch) -> int:
     return 0
 
 
-def _loader_generators(loader) -> list[torch.Generator]:
-    """The random generators that decide a DataLoader's shuffle order (if any are its own)."""
-    found = []
-    for owner in (loader, getattr(loader, "sampler", None)):
-        g = getattr(owner, "generator", None)
-        if isinstance(g, torch.Generator) and all(g is not f for f in found):
-            found.append(g)
-    return found
-
-
-def _rng_state(generators: list[torch.Generator]) -> dict:
-    """Every random state training consumes: torch's global RNG (dropout, and shuffling when the
-    loader has no generator), the accelerator's RNG, and the loader's generators."""
-    state = {"torch": torch.get_rng_state(), "loader": [g.get_state() for g in generators]}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict, generators: list[torch.Generator]) -> None:
-    torch.set_rng_state(state["torch"])
-    for g, s in zip(generators, state["loader"]):
-        g.set_state(s)
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
 def _placement(model: nn.Module, device) -> tuple[torch.device, int, bool]:
     """(device, number of ranks, whether this is rank 0): the model is moved to `device` if
     given, else the device is where its parameters are. Without torch.distributed: 1 rank."""
@@ -131,6 +119,50 @@ def _placement(model: nn.Module, device) -> tuple[torch.device, int, bool]:
     if dist.is_available() and dist.is_initialized():
         return device, dist.get_world_size(), dist.get_rank() == 0
     return device, 1, True
+
+
+def _check_count(name: str, value, none_means: str | None = None) -> None:
+    """Refuse anything but an integer >= 1 (or None, where `none_means` says what None does)."""
+    if value is None and none_means is not None:
+        return
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        allowed = f"an integer >= 1, or None ({none_means})" if none_means else "an integer >= 1"
+        raise ValueError(f"{name}={value!r}; use {allowed}")
+
+
+def _check_settings(epochs, max_steps, eval_every, eval_batches, grad_accum_steps,
+                    max_grad_norm, checkpoint_every, checkpoint_path, resume) -> None:
+    """One sentence for each setting `train` cannot honour, before anything runs."""
+    _check_count("epochs", epochs)
+    _check_count("max_steps", max_steps, "train for `epochs`")
+    _check_count("eval_every", eval_every, "evaluate after the last step only")
+    _check_count("eval_batches", eval_batches, "all validation batches")
+    _check_count("grad_accum_steps", grad_accum_steps)
+    _check_count("checkpoint_every", checkpoint_every, "save after the last step only")
+    if max_grad_norm is not None and not (
+        isinstance(max_grad_norm, numbers.Real) and 0 < max_grad_norm < math.inf
+    ):
+        raise ValueError(f"max_grad_norm={max_grad_norm!r}; use a finite number > 0, or None "
+                         "for no clipping")
+    if checkpoint_path is None and checkpoint_every is not None:
+        raise ValueError(f"checkpoint_every={checkpoint_every!r} without a checkpoint_path; give "
+                         "the file to save to, or leave checkpoint_every None")
+    if checkpoint_path is None and resume:
+        raise ValueError("resume=True without a checkpoint_path; give the file to resume from")
+
+
+def _batches_per_epoch(loader) -> int:
+    """len(loader), refusing a loader without a length or without batches."""
+    try:
+        n = len(loader)
+    except TypeError:
+        raise TypeError(f"train_loader ({type(loader).__name__}) has no len(); give a sized "
+                        "loader (a DataLoader over a map-style Dataset, or a list of batches), "
+                        "since the schedule and resuming need the batches per epoch") from None
+    if n == 0:
+        raise ValueError("train_loader has no batches (len 0); a DataLoader with drop_last=True "
+                         "and fewer samples than batch_size has none")
+    return n
 
 
 @dataclass
@@ -146,23 +178,26 @@ class _Position:
     interval_losses: list[float] = field(default_factory=list)  # step losses since last evaluation
     history: History = field(default_factory=History)
 
-    def advance(self, next_batch: int, n_batches: int, tokens: int, loss: float) -> None:
-        """Count one optimizer step that ended just before micro-batch `next_batch` of the epoch."""
+    def advance(self, next_batch: int, n_batches: int, tokens: int, loss: float | None) -> None:
+        """Count one optimizer step that ended just before micro-batch `next_batch`."""
         self.step += 1
         self.tokens_seen += tokens
-        self.interval_losses.append(loss)
+        if loss is not None:  # None: no micro-batch of the step had a counted target
+            self.interval_losses.append(loss)
         if next_batch < n_batches:
             self.batch_in_epoch = next_batch
         else:  # the epoch is done; the next step starts a new one
             self.epoch, self.batch_in_epoch = self.epoch + 1, 0
 
-    def train_state(self, elapsed: float, rng_epoch_start: dict, rng_now: dict) -> dict:
-        """The loop position as a checkpoint stores it (plain numbers, lists and tensors)."""
+    def train_state(self, elapsed: float, rng_epoch_start: dict, rng_now: dict,
+                    setup: dict) -> dict:
+        """The loop position as a checkpoint stores it (plain numbers, lists and tensors), with
+        the `setup` a resumed run must match (`checkpoint.check_resumable`)."""
         return {
             "step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
             "tokens_seen": self.tokens_seen, "elapsed": elapsed,
             "interval_losses": list(self.interval_losses), "history": self.history.to_dict(),
-            "rng_epoch_start": rng_epoch_start, "rng_now": rng_now,
+            "rng_epoch_start": rng_epoch_start, "rng_now": rng_now, **setup,
         }
 
     @classmethod
@@ -172,20 +207,63 @@ class _Position:
                    History.from_dict(state["history"]))
 
 
-def _resume(path, model: nn.Module, optimizer: torch.optim.Optimizer) -> tuple[_Position, dict]:
-    """Load a checkpoint written by `train` into `model` and `optimizer`; return the loop
-    position and the checkpoint's train_state, whose RNG states the first epoch replays."""
+def _start(model: nn.Module, optimizer: torch.optim.Optimizer, path, seed: int | None,
+           setup: dict, is_main: bool) -> tuple[_Position, dict | None]:
+    """Where training starts: at step 0 after seeding torch with `seed` (if given), unless
+    `path` (the checkpoint to resume from, or None) exists; then its weights, optimizer state
+    and loop position are loaded, and its train_state is returned for its RNG states to be
+    replayed.
+
+    The optimizer's base learning rate stays the caller's: a run resumed with a new lr uses it
+    (and says so) instead of silently taking the checkpoint's.
+    """
+    if path is None or not Path(path).exists():
+        if path is not None and is_main:
+            print(f"No checkpoint at {path}; starting from scratch.")
+        if seed is not None:
+            torch.manual_seed(seed)
+        return _Position(), None
     ckpt = load_checkpoint(path, "cpu")  # RNG states must stay on the CPU
+    check_resumable(path, ckpt, optimizer, setup)
+    state = ckpt["train_state"]
     unwrap(model).load_state_dict(ckpt["model"])
+    base_lrs = [group["initial_lr"] for group in optimizer.param_groups]
     optimizer.load_state_dict(ckpt["optimizer"])  # moves the state to the params' device
-    return _Position.from_train_state(ckpt["train_state"]), ckpt["train_state"]
+    saved_lrs = [group.get("initial_lr", group["lr"]) for group in optimizer.param_groups]
+    for group, lr in zip(optimizer.param_groups, base_lrs):
+        group["initial_lr"] = lr
+    if is_main and saved_lrs != base_lrs:
+        print(f"Resuming with the optimizer's learning rate {base_lrs[0]:.3g}; the checkpoint's "
+              f"run used {saved_lrs[0]:.3g}.")
+    saved_total = state.get("total_steps", setup["total_steps"])
+    if is_main and saved_total != setup["total_steps"]:
+        print(f"Resuming at step {state['step']} of {setup['total_steps']}; the checkpoint's run "
+              f"had {saved_total} steps, so the learning-rate schedule now spans "
+              f"{setup['total_steps']}.")
+    return _Position.from_train_state(state), state
 
 
-def _epoch_batches(loader, pos: _Position, resumed: dict | None, generators: list) -> tuple:
+_END = object()
+
+
+def _numbered(batches, n_batches: int, epoch: int):
+    """(index in epoch, batch) for the epoch's `n_batches` batches; a loader that stops early is
+    named rather than ending the loop with a bare StopIteration."""
+    for i in range(n_batches):
+        batch = next(batches, _END)
+        if batch is _END:
+            raise ValueError(f"train_loader ended after {i} batches in epoch {epoch + 1}, but "
+                             f"len(train_loader) is {n_batches}; make its len() match the "
+                             "batches it yields")
+        yield i, batch
+
+
+def _epoch_batches(loader, n_batches: int, pos: _Position, resumed: dict | None,
+                   generators: list) -> tuple:
     """Start epoch `pos.epoch` at micro-batch `pos.batch_in_epoch` (0 unless resuming).
 
-    Returns the RNG states at the epoch's start (a checkpoint stores them) and an iterator over
-    the loader's batches, positioned at that micro-batch.
+    Returns the RNG states at the epoch's start (a checkpoint stores them) and an iterator of
+    (index in epoch, batch), positioned at that micro-batch.
     """
     # The shuffle order of an epoch is drawn from the RNGs when the loader's iterator is
     # created. To resume mid-epoch, rewind the RNGs to the epoch start, replay the shuffle,
@@ -193,60 +271,98 @@ def _epoch_batches(loader, pos: _Position, resumed: dict | None, generators: lis
     # checkpoint moment (so dropout masks continue identically).
     skip = pos.batch_in_epoch
     if resumed is not None:
-        _set_rng_state(resumed["rng_epoch_start" if skip else "rng_now"], generators)
-    epoch_rng = _rng_state(generators)
+        set_rng_state(resumed["rng_epoch_start" if skip else "rng_now"], generators)
+    epoch_rng = rng_state(generators)
     sampler = getattr(loader, "sampler", None)
     if hasattr(sampler, "set_epoch"):
         sampler.set_epoch(pos.epoch)  # DistributedSampler reshuffles per epoch
-    batches = iter(loader)
+    batches = _numbered(iter(loader), n_batches, pos.epoch)
     for _ in range(skip):
         next(batches)
     if resumed is not None and skip:
-        _set_rng_state(resumed["rng_now"], generators)
+        set_rng_state(resumed["rng_now"], generators)
     return epoch_rng, batches
 
 
 def _forward_backward(model, loss_fn, batch, group_size: int, last_micro: bool, device,
-                      autocast_dtype) -> torch.Tensor:
+                      autocast_dtype, distributed: bool) -> torch.Tensor | None:
     """Add one micro-batch's share of the step's gradient; return its loss / group_size,
-    detached, as a float32 tensor that stays on the device (no sync)."""
+    detached, as a float32 tensor that stays on the device (no sync). None, and no gradient,
+    when the batch has no counted targets (`NoTargetsError`)."""
     # DDP all-reduces gradients in backward; skip that on all but the last micro-batch.
     sync = contextlib.nullcontext()
     if not last_micro and hasattr(model, "no_sync"):
         sync = model.no_sync()
     with sync:
-        with autocast(device, autocast_dtype):
-            loss = loss_fn(model, batch)
+        try:
+            with autocast(device, autocast_dtype):
+                loss = loss_fn(model, batch)
+        except NoTargetsError as e:
+            if distributed:  # one rank skipping alone would leave the others waiting for it
+                raise NoTargetsError(f"{e}; in a distributed run no rank can skip a batch "
+                                     "alone, so leave such batches out of the data") from e
+            return None
         (loss / group_size).backward()
     return loss.detach().float() / group_size
 
 
-def _optimizer_step(model: nn.Module, optimizer: torch.optim.Optimizer, step_loss: torch.Tensor,
-                    lr_scale: float, max_grad_norm: float | None, where: str) -> float:
-    """Set the scheduled learning rate, clip, check, step; return the step's loss as a float.
+def _grad_norm(params: list[torch.Tensor], max_grad_norm: float | None) -> torch.Tensor:
+    """The gradients' global L2 norm (one fused reduction), clipping them to `max_grad_norm`."""
+    if max_grad_norm is not None:
+        return torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
+    if hasattr(torch.nn.utils, "get_total_norm"):  # PyTorch >= 2.6
+        return torch.nn.utils.get_total_norm([p.grad for p in params])
+    return torch.nn.utils.clip_grad_norm_(params, math.inf)  # scales by 1: the norm, no clipping
 
-    Raises FloatingPointError, before the weights change, when the loss or the gradient norm is
-    not finite. `where` ("optimizer step 3 (epoch 1, batch 6)") goes into that message.
+
+def _optimizer_step(model: nn.Module, optimizer: torch.optim.Optimizer, step_loss, counted: int,
+                    group_size: int, lr_scale: float, max_grad_norm: float | None,
+                    where: str) -> float | None:
+    """Set the scheduled learning rate, clip, check, step; return the step's mean loss.
+
+    `step_loss` sums loss / group_size over the `counted` micro-batches that had targets; the
+    others added nothing, so loss and gradient are rescaled to a mean over the counted ones.
+    Returns None, without stepping, when none counted. Raises FloatingPointError before the
+    weights change when the loss or the gradient norm is not finite; `where` ("optimizer step
+    3 (epoch 1, batch 6)") goes into that message.
     """
     for group in optimizer.param_groups:
         group["lr"] = group["initial_lr"] * lr_scale
-    checks = [step_loss]
-    if max_grad_norm is not None:
-        checks.append(torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm))
-    loss_value, *norm = torch.stack([c.float() for c in checks]).tolist()  # one sync
-    if not math.isfinite(loss_value) or not all(math.isfinite(x) for x in norm):
-        what = "loss" if not math.isfinite(loss_value) else "gradient norm"
+    if counted == 0:
+        return None
+    params = [p for p in model.parameters() if p.grad is not None]
+    if counted < group_size:
+        for p in params:
+            p.grad.mul_(group_size / counted)
+        step_loss = step_loss * (group_size / counted)
+    # The norm is measured whether or not we clip: a NaN gradient can come with a finite loss
+    # (sqrt or log at 0), and would otherwise reach the weights and the next checkpoint.
+    norm = _grad_norm(params, max_grad_norm).to(step_loss.device)
+    loss, norm = torch.stack([step_loss, norm.float()]).tolist()  # the step's one device sync
+    if not math.isfinite(loss):
         raise FloatingPointError(
-            f"{what} is {loss_value if what == 'loss' else norm[0]} at {where}; training "
-            f"diverged. Try a lower learning rate (now {optimizer.param_groups[0]['lr']:.2e}), "
-            "a longer warmup, or gradient clipping (max_grad_norm)."
+            f"loss is {loss} at {where}; training diverged. Try a lower learning rate (now "
+            f"{optimizer.param_groups[0]['lr']:.2e}), a longer warmup, or gradient clipping "
+            "(max_grad_norm)."
+        )
+    if not math.isfinite(norm):
+        raise FloatingPointError(
+            f"gradient norm is {norm} at {where} although the loss is finite ({loss:.4g}), so "
+            "the step was not taken: an operation in loss_fn has no finite gradient here (sqrt "
+            "or log at 0, say) or the gradients overflowed; check loss_fn, or try a lower "
+            f"learning rate (now {optimizer.param_groups[0]['lr']:.2e})."
         )
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-    return loss_value
+    return loss
 
 
-def _show(bar: tqdm, postfix: dict, values: dict[str, str], tick: bool = False) -> None:
+def _due(step: int, every: int | None, total_steps: int) -> bool:
+    """Whether something done every `every` steps (None: never) and after the last step is due."""
+    return (every is not None and step % every == 0) or step == total_steps
+
+
+def _show_progress(bar: tqdm, postfix: dict, values: dict[str, str], tick: bool = False) -> None:
     """Show `values` after the progress bar; `tick`: count one more step done."""
     postfix.update(values)
     bar.set_postfix(postfix, refresh=not tick)
@@ -254,18 +370,42 @@ def _show(bar: tqdm, postfix: dict, values: dict[str, str], tick: bool = False) 
         bar.update(1)  # redraws the bar, postfix included
 
 
+def _report_skipped(skipped: int, seen: int, is_main: bool) -> None:
+    """Say how many micro-batches had no counted target; refuse a run in which none had one."""
+    if skipped and skipped == seen:
+        raise NoTargetsError(f"none of the {seen} micro-batches of this run had a counted target "
+                             "(every target was -100), so nothing was learned; check how the "
+                             "batches are masked")
+    if skipped and is_main:
+        print(f"train: skipped {skipped} micro-batch{'es' if skipped > 1 else ''} of {seen} "
+              "with no counted targets (every target -100); they added no loss, gradient or "
+              "tokens.")
+
+
+def _metric_value(name: str, value) -> float:
+    """A metric's result as a plain float, so the History (and a checkpoint) holds no NumPy or
+    tensor scalars, which weights_only loading would refuse."""
+    if getattr(value, "ndim", None) == 0 or isinstance(value, torch.Tensor) and value.numel() == 1:
+        value = value.item()  # a one-element tensor, a NumPy scalar or 0-d array
+    if isinstance(value, numbers.Real):  # int, float, bool and their NumPy kin
+        return float(value)
+    raise TypeError(f"metric {name!r} returned {type(value).__name__} ({value!r:.60}); a metric "
+                    "must return one number: a float, an int, a NumPy scalar or a 1-element tensor")
+
+
 def _evaluate_and_log(model, pos: _Position, lr: float, elapsed: float, loss_fn, train_loader,
                       val_loader, eval_batches, device, autocast_dtype, metrics: dict,
                       on_eval) -> float | None:
     """Append one History entry (mean training loss since the last one, validation loss, lr,
-    metrics), then call `on_eval`; return the validation loss (None without a val_loader)."""
+    metrics), then call `on_eval`; return the validation loss (None without a val_loader).
+    The training loss is nan when no micro-batch of the interval had a counted target."""
     val_loss = None
     if val_loader is not None:
         val_loss = evaluate(model, val_loader, loss_fn, eval_batches, device, autocast_dtype)
-    h = pos.history
+    h, losses = pos.history, pos.interval_losses
     h.step.append(pos.step)
     h.tokens_seen.append(pos.tokens_seen)
-    h.train_loss.append(sum(pos.interval_losses) / len(pos.interval_losses))
+    h.train_loss.append(sum(losses) / len(losses) if losses else float("nan"))
     h.val_loss.append(val_loss)
     h.lr.append(lr)
     h.elapsed.append(elapsed)
@@ -274,8 +414,10 @@ def _evaluate_and_log(model, pos: _Position, lr: float, elapsed: float, loss_fn,
     with torch.no_grad():
         for name, fn in metrics.items():
             if val_loader is not None:
-                h.metrics.setdefault(f"val_{name}", []).append(fn(model, val_loader))
-            h.metrics.setdefault(f"train_{name}", []).append(fn(model, train_loader))
+                value = _metric_value(name, fn(model, val_loader))
+                h.metrics.setdefault(f"val_{name}", []).append(value)
+            value = _metric_value(name, fn(model, train_loader))
+            h.metrics.setdefault(f"train_{name}", []).append(value)
         if on_eval is not None:
             on_eval(model, pos.step)
     model.train()
@@ -325,7 +467,8 @@ def train(
         grad_accum_steps: micro-batches per optimizer step; each loss is divided by the number
             of micro-batches in its step, so k micro-batches of size b act like one batch of k*b.
             An epoch's last step takes the leftover micro-batches when the count does not divide.
-        max_grad_norm: clip the gradients' global L2 norm to this (None: no clipping).
+        max_grad_norm: clip the gradients' global L2 norm to this (None: no clipping). The
+            norm is measured and checked for nan/inf at every step either way.
         warmup_steps, lr_schedule, min_lr_ratio: see `lr_factor`.
         metrics: name -> fn(model, loader) -> float, run in eval mode without gradients on
             `val_loader` and on `train_loader` at each evaluation (recorded as "val_<name>",
@@ -334,39 +477,49 @@ def train(
         checkpoint_every: save a checkpoint to `checkpoint_path` every this many steps; one is
             always saved after the last step when `checkpoint_path` is set.
         resume: continue from `checkpoint_path` if it exists. The continued run reproduces the
-            uninterrupted run's losses exactly (same shuffle order, same dropout masks).
+            uninterrupted run's losses exactly (same shuffle order, same dropout masks). The
+            checkpoint must come from `train` with the same optimizer type, batches per epoch
+            and grad_accum_steps, else it is refused before anything is loaded; more steps than
+            it had are allowed (the schedule then spans the new total). The optimizer's lr
+            given here stays the base lr, also when the checkpoint's was another (printed).
         device: move the model and batches here (default: where the model's parameters are).
         autocast_dtype: e.g. torch.bfloat16 for mixed precision on CUDA; ignored on CPU/MPS.
         progress: show a tqdm bar (loss, learning rate, tokens/s); set False on DDP ranks != 0.
         count_tokens: batch -> number of tokens (default: `default_count_tokens`).
-        seed: if given, seeds torch once before a fresh (not resumed) run.
+        seed: if given, seeds torch once before a run that does not continue a checkpoint
+            (also with resume=True when there is no checkpoint yet).
+
+    A micro-batch whose loss_fn raises `NoTargetsError` (every target -100) is skipped: it adds
+    no loss, gradient or tokens, the step averages over the other micro-batches, and one line
+    at the end says how many were skipped.
+
     Raises:
+        ValueError: for a setting outside its range, before anything runs (one sentence each).
+        IsADirectoryError, NotADirectoryError, PermissionError: before the first step, when no
+            checkpoint could be written to `checkpoint_path`.
         FloatingPointError: at the first optimizer step whose loss or gradient norm is NaN/inf,
-            before the step corrupts the weights.
+            before the step changes the weights (so the last checkpoint stays good).
+        NoTargetsError: when no micro-batch of the run had a counted target.
     """
-    if grad_accum_steps < 1:
-        raise ValueError("grad_accum_steps must be >= 1")
-    if resume and checkpoint_path is None:
-        raise ValueError("resume=True needs a checkpoint_path")
+    _check_settings(epochs, max_steps, eval_every, eval_batches, grad_accum_steps, max_grad_norm,
+                    checkpoint_every, checkpoint_path, resume)
     device, world_size, is_main = _placement(model, device)
     count_tokens = count_tokens or default_count_tokens
-    n_batches = len(train_loader)
+    n_batches = _batches_per_epoch(train_loader)
     steps_per_epoch = math.ceil(n_batches / grad_accum_steps)
     total_steps = max_steps if max_steps is not None else epochs * steps_per_epoch
-    if n_batches == 0 or total_steps <= 0:
-        raise ValueError(f"nothing to train: {n_batches} batches, {total_steps} steps")
-    lr_factor(0, total_steps, warmup_steps, lr_schedule, min_lr_ratio)  # fail early on a typo
+    lr_factor(0, total_steps, warmup_steps, lr_schedule, min_lr_ratio)  # a bad schedule fails now
+    if checkpoint_path is not None and is_main:
+        check_checkpoint_path(checkpoint_path)  # now, not after the last step
     for group in optimizer.param_groups:
         group.setdefault("initial_lr", group["lr"])  # the same key PyTorch's LR schedulers use
-    generators = _loader_generators(train_loader)
+    generators = loader_generators(train_loader)
+    setup = {"n_batches": n_batches, "grad_accum_steps": grad_accum_steps,
+             "total_steps": total_steps, "optimizer": type(optimizer).__name__}
 
-    pos, resumed = _Position(), None  # resumed: the checkpoint's train_state, until replayed
-    if resume and Path(checkpoint_path).exists():
-        pos, resumed = _resume(checkpoint_path, model, optimizer)
-    elif resume and is_main:
-        print(f"No checkpoint at {checkpoint_path}; starting from scratch.")
-    elif seed is not None:
-        torch.manual_seed(seed)
+    # resumed: the checkpoint's train_state (None for a fresh run), until its epoch is replayed
+    pos, resumed = _start(model, optimizer, checkpoint_path if resume else None, seed, setup,
+                          is_main)
 
     was_training = model.training
     model.train()
@@ -374,47 +527,53 @@ def train(
     bar = tqdm(total=total_steps, initial=pos.step, desc="train", unit="step",
                disable=not (progress and is_main))
     t_start, tokens_at_start, postfix = time.perf_counter(), pos.tokens_seen, {}
+    seen, skipped = 0, 0  # micro-batches in this call, and those without counted targets
     try:
         while pos.step < total_steps:
-            epoch_rng, batches = _epoch_batches(train_loader, pos, resumed, generators)
-            resumed, step_loss, step_tokens = None, 0.0, 0
-            for i in range(pos.batch_in_epoch, n_batches):
-                batch = move_to_device(next(batches), device)
+            epoch_rng, batches = _epoch_batches(train_loader, n_batches, pos, resumed, generators)
+            resumed, step_loss, counted, step_tokens = None, 0.0, 0, 0
+            for i, batch in batches:
+                batch = move_to_device(batch, device)
                 group_start = i - i % grad_accum_steps  # an epoch's last group may be shorter
                 group_size = min(grad_accum_steps, n_batches - group_start)
                 last_micro = i == group_start + group_size - 1
-                step_loss = step_loss + _forward_backward(model, loss_fn, batch, group_size,
-                                                          last_micro, device, autocast_dtype)
-                step_tokens += count_tokens(batch)
+                loss = _forward_backward(model, loss_fn, batch, group_size, last_micro, device,
+                                         autocast_dtype, world_size > 1)
+                seen += 1
+                if loss is None:  # no counted targets: adds no loss, gradient or tokens
+                    skipped += 1
+                else:
+                    step_loss, counted = step_loss + loss, counted + 1
+                    step_tokens += count_tokens(batch)
                 if not last_micro:
                     continue
 
                 lr_scale = lr_factor(pos.step, total_steps, warmup_steps, lr_schedule, min_lr_ratio)
                 where = f"optimizer step {pos.step + 1} (epoch {pos.epoch + 1}, batch {i + 1})"
-                loss = _optimizer_step(model, optimizer, step_loss, lr_scale, max_grad_norm, where)
+                loss = _optimizer_step(model, optimizer, step_loss, counted, group_size, lr_scale,
+                                       max_grad_norm, where)
                 pos.advance(i + 1, n_batches, step_tokens * world_size, loss)
-                step_loss, step_tokens = 0.0, 0
+                step_loss, counted, step_tokens = 0.0, 0, 0
                 lr, seconds = optimizer.param_groups[0]["lr"], time.perf_counter() - t_start
                 rate = (pos.tokens_seen - tokens_at_start) / max(seconds, 1e-9)
-                _show(bar, postfix, {"loss": f"{loss:.3f}", "lr": f"{lr:.1e}",
-                                     "tok/s": f"{rate:.0f}"}, tick=True)
+                _show_progress(bar, postfix, {"loss": "-" if loss is None else f"{loss:.3f}",
+                                              "lr": f"{lr:.1e}", "tok/s": f"{rate:.0f}"}, tick=True)
 
-                if (eval_every and pos.step % eval_every == 0) or pos.step == total_steps:
+                if _due(pos.step, eval_every, total_steps):
                     val_loss = _evaluate_and_log(model, pos, lr, pos.elapsed + seconds, loss_fn,
                                                  train_loader, val_loader, eval_batches, device,
                                                  autocast_dtype, metrics or {}, on_eval)
                     if val_loss is not None:
-                        _show(bar, postfix, {"val": f"{val_loss:.3f}"})
-                if checkpoint_path is not None and is_main and (
-                    (checkpoint_every and pos.step % checkpoint_every == 0)
-                    or pos.step == total_steps
-                ):
+                        _show_progress(bar, postfix, {"val": f"{val_loss:.3f}"})
+                if checkpoint_path is not None and is_main and _due(pos.step, checkpoint_every,
+                                                                    total_steps):
                     elapsed = pos.elapsed + time.perf_counter() - t_start
                     save_checkpoint(checkpoint_path, model, optimizer, train_state=pos.train_state(
-                        elapsed, epoch_rng, _rng_state(generators)))
+                        elapsed, epoch_rng, rng_state(generators), setup))
                 if pos.step >= total_steps:
                     break
     finally:
         bar.close()
         model.train(was_training)
+    _report_skipped(skipped, seen, is_main)
     return pos.history
