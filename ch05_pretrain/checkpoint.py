@@ -1,4 +1,4 @@
-"""Saving and loading checkpoints that carry their own config, and resuming training from them.
+"""Saving and loading checkpoints that carry their own config.
 
 A checkpoint is a plain dict `{"model": state_dict, "config": cfg.to_dict(), "optimizer": ...,
 **extra}` holding only tensors, dicts, lists, tuples, numbers, strings and None. That is exactly
@@ -215,80 +215,3 @@ def load_model(path: str | os.PathLike, device: torch.device | str = "cpu") -> G
     model = GPTModel(GPTConfig.from_dict(ckpt["config"]))
     model.load_state_dict(ckpt["model"])
     return model.to(device).eval()
-
-
-# Resuming training: the random states a checkpoint stores, and whether a run can continue one.
-
-
-def loader_generators(loader) -> list[torch.Generator]:
-    """The random generators that decide a DataLoader's shuffle order (if any are its own)."""
-    found = []
-    for owner in (loader, getattr(loader, "sampler", None)):
-        g = getattr(owner, "generator", None)
-        if isinstance(g, torch.Generator) and all(g is not f for f in found):
-            found.append(g)
-    return found
-
-
-def rng_state(generators: list[torch.Generator]) -> dict:
-    """Every random state training consumes: torch's global RNG (dropout, and shuffling when the
-    loader has no generator), the accelerator's RNG, and the loader's generators."""
-    state = {"torch": torch.get_rng_state(), "loader": [g.get_state() for g in generators]}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict, generators: list[torch.Generator]) -> None:
-    """Restore what `rng_state` returned."""
-    torch.set_rng_state(state["torch"])
-    for g, s in zip(generators, state["loader"]):
-        g.set_state(s)
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def check_resumable(path, ckpt: dict, optimizer: torch.optim.Optimizer, setup: dict) -> None:
-    """Refuse, before anything is loaded, a checkpoint this run cannot continue exactly.
-
-    `setup` is this run's {"n_batches", "grad_accum_steps", "total_steps", "optimizer"};
-    checkpoints from before these were stored are checked on what they do hold.
-    """
-    state, saved = ckpt.get("train_state"), ckpt.get("optimizer")
-    where = f"checkpoint {str(path)!r}"
-    new_run = "or start a new run (resume=False, or another checkpoint_path)"
-    if state is None or saved is None:
-        raise ValueError(
-            f"{str(path)!r} holds no training state (it was written by save_checkpoint without "
-            "train_state and optimizer, not by train), so resume=True cannot continue it; to "
-            "start from its weights, load ckpt['model'] into the model and train with "
-            "resume=False and another checkpoint_path"
-        )
-    name, saved_name = setup["optimizer"], state.get("optimizer")
-    if saved_name is not None and saved_name != name:
-        raise ValueError(f"the optimizer is {name} but {where} was trained with {saved_name}; "
-                         f"resume with {saved_name}, {new_run}")
-    sizes = [len(g["params"]) for g in optimizer.param_groups]
-    saved_sizes = [len(g["params"]) for g in saved["param_groups"]]
-    keys = {k for g in optimizer.param_groups for k in g} - {"params", "initial_lr"}
-    saved_keys = {k for g in saved["param_groups"] for k in g} - {"params", "initial_lr"}
-    if sizes != saved_sizes or (saved_name is None and keys != saved_keys):
-        raise ValueError(f"the optimizer ({name}, parameter groups of {sizes} tensors with "
-                         f"settings {sorted(keys)}) differs from {where}'s ({saved_sizes} tensors, "
-                         f"settings {sorted(saved_keys)}); resume with the same model and "
-                         f"optimizer, {new_run}")
-    n, saved_n = setup["n_batches"], state.get("n_batches")
-    if (saved_n is not None and saved_n != n) or state["batch_in_epoch"] > n:
-        saved_n = saved_n if saved_n is not None else f"at least {state['batch_in_epoch']}"
-        raise ValueError(f"train_loader has {n} batches per epoch but {where} was saved with "
-                         f"{saved_n}; resume with the same data, batch size and drop_last, "
-                         f"{new_run}")
-    accum = setup["grad_accum_steps"]
-    saved_accum = state.get("grad_accum_steps", accum)
-    if saved_accum != accum:
-        raise ValueError(f"grad_accum_steps={accum} but {where} was saved with "
-                         f"grad_accum_steps={saved_accum}; resume with {saved_accum}, {new_run}")
-    if state["step"] > setup["total_steps"]:
-        raise ValueError(f"{where} is at step {state['step']}, past this run's "
-                         f"{setup['total_steps']} steps; ask for at least {state['step']} steps "
-                         f"(max_steps or epochs), {new_run}")

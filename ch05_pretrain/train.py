@@ -7,10 +7,10 @@ distillation all call it; they differ only in their batches and in `loss_fn(mode
 One optimizer step = `grad_accum_steps` micro-batches. Step numbers in the history, the learning-
 rate schedule, evaluation and checkpoints all count optimizer steps.
 
-The loop itself is `train`'s last screen; the helpers above it do one job each: resuming
-(`_start`, `_epoch_batches`; what a checkpoint must match is `checkpoint.check_resumable`),
-the optimizer step with its checks (`_optimizer_step`) and evaluation with logging
-(`_evaluate_and_log`).
+The loop itself is `train`'s last screen; the helpers above it do one job each: the optimizer
+step with its checks (`_optimizer_step`) and evaluation with logging (`_evaluate_and_log`).
+Resuming exactly (the loop position, random states, replaying an epoch's shuffle, and what a
+checkpoint must match) is `resume.py`'s job.
 """
 
 from __future__ import annotations
@@ -28,10 +28,10 @@ import torch.distributed as dist
 import torch.nn as nn
 from tqdm import tqdm  # plain text bar: works in terminals, notebooks and CI logs
 
-from .checkpoint import (check_checkpoint_path, check_resumable, load_checkpoint,
-                         loader_generators, rng_state, save_checkpoint, set_rng_state)
-from .device import autocast, move_to_device, unwrap
+from .checkpoint import check_checkpoint_path, save_checkpoint
+from .device import autocast, move_to_device
 from .losses import NoTargetsError, evaluate
+from .resume import Position, epoch_batches, loader_generators, rng_state, start_position
 
 
 @dataclass
@@ -165,125 +165,6 @@ def _batches_per_epoch(loader) -> int:
     return n
 
 
-@dataclass
-class _Position:
-    """Where the loop stands and what it has recorded. With the RNG states, this is what a
-    checkpoint's `train_state` holds, so a resumed run continues exactly where it stopped."""
-
-    step: int = 0  # optimizer steps taken
-    epoch: int = 0  # epochs completed
-    batch_in_epoch: int = 0  # micro-batches of the current epoch already consumed
-    tokens_seen: int = 0  # over all ranks
-    elapsed: float = 0.0  # seconds trained before this call (by the run a checkpoint resumes)
-    interval_losses: list[float] = field(default_factory=list)  # step losses since last evaluation
-    history: History = field(default_factory=History)
-
-    def advance(self, next_batch: int, n_batches: int, tokens: int, loss: float | None) -> None:
-        """Count one optimizer step that ended just before micro-batch `next_batch`."""
-        self.step += 1
-        self.tokens_seen += tokens
-        if loss is not None:  # None: no micro-batch of the step had a counted target
-            self.interval_losses.append(loss)
-        if next_batch < n_batches:
-            self.batch_in_epoch = next_batch
-        else:  # the epoch is done; the next step starts a new one
-            self.epoch, self.batch_in_epoch = self.epoch + 1, 0
-
-    def train_state(self, elapsed: float, rng_epoch_start: dict, rng_now: dict,
-                    setup: dict) -> dict:
-        """The loop position as a checkpoint stores it (plain numbers, lists and tensors), with
-        the `setup` a resumed run must match (`checkpoint.check_resumable`)."""
-        return {
-            "step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
-            "tokens_seen": self.tokens_seen, "elapsed": elapsed,
-            "interval_losses": list(self.interval_losses), "history": self.history.to_dict(),
-            "rng_epoch_start": rng_epoch_start, "rng_now": rng_now, **setup,
-        }
-
-    @classmethod
-    def from_train_state(cls, state: dict) -> "_Position":
-        return cls(state["step"], state["epoch"], state["batch_in_epoch"], state["tokens_seen"],
-                   state["elapsed"], list(state["interval_losses"]),
-                   History.from_dict(state["history"]))
-
-
-def _start(model: nn.Module, optimizer: torch.optim.Optimizer, path, seed: int | None,
-           setup: dict, is_main: bool) -> tuple[_Position, dict | None]:
-    """Where training starts: at step 0 after seeding torch with `seed` (if given), unless
-    `path` (the checkpoint to resume from, or None) exists; then its weights, optimizer state
-    and loop position are loaded, and its train_state is returned for its RNG states to be
-    replayed.
-
-    The optimizer's base learning rate stays the caller's: a run resumed with a new lr uses it
-    (and says so) instead of silently taking the checkpoint's.
-    """
-    if path is None or not Path(path).exists():
-        if path is not None and is_main:
-            print(f"No checkpoint at {path}; starting from scratch.")
-        if seed is not None:
-            torch.manual_seed(seed)
-        return _Position(), None
-    ckpt = load_checkpoint(path, "cpu")  # RNG states must stay on the CPU
-    check_resumable(path, ckpt, optimizer, setup)
-    state = ckpt["train_state"]
-    unwrap(model).load_state_dict(ckpt["model"])
-    base_lrs = [group["initial_lr"] for group in optimizer.param_groups]
-    optimizer.load_state_dict(ckpt["optimizer"])  # moves the state to the params' device
-    saved_lrs = [group.get("initial_lr", group["lr"]) for group in optimizer.param_groups]
-    for group, lr in zip(optimizer.param_groups, base_lrs):
-        group["initial_lr"] = lr
-    if is_main and saved_lrs != base_lrs:
-        print(f"Resuming with the optimizer's learning rate {base_lrs[0]:.3g}; the checkpoint's "
-              f"run used {saved_lrs[0]:.3g}.")
-    saved_total = state.get("total_steps", setup["total_steps"])
-    if is_main and saved_total != setup["total_steps"]:
-        print(f"Resuming at step {state['step']} of {setup['total_steps']}; the checkpoint's run "
-              f"had {saved_total} steps, so the learning-rate schedule now spans "
-              f"{setup['total_steps']}.")
-    return _Position.from_train_state(state), state
-
-
-_END = object()
-
-
-def _numbered(batches, n_batches: int, epoch: int):
-    """(index in epoch, batch) for the epoch's `n_batches` batches; a loader that stops early is
-    named rather than ending the loop with a bare StopIteration."""
-    for i in range(n_batches):
-        batch = next(batches, _END)
-        if batch is _END:
-            raise ValueError(f"train_loader ended after {i} batches in epoch {epoch + 1}, but "
-                             f"len(train_loader) is {n_batches}; make its len() match the "
-                             "batches it yields")
-        yield i, batch
-
-
-def _epoch_batches(loader, n_batches: int, pos: _Position, resumed: dict | None,
-                   generators: list) -> tuple:
-    """Start epoch `pos.epoch` at micro-batch `pos.batch_in_epoch` (0 unless resuming).
-
-    Returns the RNG states at the epoch's start (a checkpoint stores them) and an iterator of
-    (index in epoch, batch), positioned at that micro-batch.
-    """
-    # The shuffle order of an epoch is drawn from the RNGs when the loader's iterator is
-    # created. To resume mid-epoch, rewind the RNGs to the epoch start, replay the shuffle,
-    # skip the consumed batches without computing anything, then restore the RNGs of the
-    # checkpoint moment (so dropout masks continue identically).
-    skip = pos.batch_in_epoch
-    if resumed is not None:
-        set_rng_state(resumed["rng_epoch_start" if skip else "rng_now"], generators)
-    epoch_rng = rng_state(generators)
-    sampler = getattr(loader, "sampler", None)
-    if hasattr(sampler, "set_epoch"):
-        sampler.set_epoch(pos.epoch)  # DistributedSampler reshuffles per epoch
-    batches = _numbered(iter(loader), n_batches, pos.epoch)
-    for _ in range(skip):
-        next(batches)
-    if resumed is not None and skip:
-        set_rng_state(resumed["rng_now"], generators)
-    return epoch_rng, batches
-
-
 def _forward_backward(model, loss_fn, batch, group_size: int, last_micro: bool, device,
                       autocast_dtype, distributed: bool) -> torch.Tensor | None:
     """Add one micro-batch's share of the step's gradient; return its loss / group_size,
@@ -393,7 +274,7 @@ def _metric_value(name: str, value) -> float:
                     "must return one number: a float, an int, a NumPy scalar or a 1-element tensor")
 
 
-def _evaluate_and_log(model, pos: _Position, lr: float, elapsed: float, loss_fn, train_loader,
+def _evaluate_and_log(model, pos: Position, lr: float, elapsed: float, loss_fn, train_loader,
                       val_loader, eval_batches, device, autocast_dtype, metrics: dict,
                       on_eval) -> float | None:
     """Append one History entry (mean training loss since the last one, validation loss, lr,
@@ -518,8 +399,8 @@ def train(
              "total_steps": total_steps, "optimizer": type(optimizer).__name__}
 
     # resumed: the checkpoint's train_state (None for a fresh run), until its epoch is replayed
-    pos, resumed = _start(model, optimizer, checkpoint_path if resume else None, seed, setup,
-                          is_main)
+    pos, resumed = start_position(model, optimizer, checkpoint_path if resume else None, seed,
+                                  setup, is_main, History)
 
     was_training = model.training
     model.train()
@@ -530,7 +411,7 @@ def train(
     seen, skipped = 0, 0  # micro-batches in this call, and those without counted targets
     try:
         while pos.step < total_steps:
-            epoch_rng, batches = _epoch_batches(train_loader, n_batches, pos, resumed, generators)
+            epoch_rng, batches = epoch_batches(train_loader, n_batches, pos, resumed, generators)
             resumed, step_loss, counted, step_tokens = None, 0.0, 0, 0
             for i, batch in batches:
                 batch = move_to_device(batch, device)
