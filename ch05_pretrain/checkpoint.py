@@ -52,49 +52,60 @@ def _check_storable(value, where: str) -> None:
     )
 
 
-def _check_destination(path: Path, name: str = "path") -> None:
-    """Refuse a destination that is a folder or lies under a file, before anything is written."""
-    if path.is_dir():
-        raise IsADirectoryError(
-            f"{name}={str(path)!r} is a folder; give a file name inside it, e.g. "
-            f"{str(path / 'checkpoint.pt')!r}"
-        )
-    for parent in path.parents:
-        if parent.exists():
-            if not parent.is_dir():
-                raise NotADirectoryError(
-                    f"{name}={str(path)!r} lies under {str(parent)!r}, which is a file, not a "
-                    "folder; choose a path in a folder"
-                )
-            break
+def _write_problem(path: Path, text: str) -> OSError | None:
+    """What saving a file at `path` (given as `text`) would run into, as the error to raise, its
+    message the reason alone ("runs is a file, not a folder"); None when the file can be saved.
+
+    Saving creates missing folders, so the nearest folder that exists must be a writable folder.
+    Creating (and removing) a temporary file there is the one test that also catches read-only
+    mounts and access-control lists, where permission bits alone mislead.
+    """
+    folder = path.parent
+    try:
+        if text.endswith(("/", os.sep)) or path.is_dir():  # Path() drops a trailing slash
+            return IsADirectoryError(f"{text} is a folder")
+        while not folder.exists() and folder != folder.parent:  # saving creates these
+            folder = folder.parent
+        if not folder.is_dir():
+            return NotADirectoryError(f"{folder} is a file, not a folder")
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=path.name + ".tmp")
+    except OSError as e:
+        return PermissionError(f"{folder} is not a writable folder ({e.strerror or e})")
+    os.close(fd)
+    os.unlink(probe)
+    return None
+
+
+def unwritable_reason(path: str | os.PathLike) -> str | None:
+    """Why no file could be saved at `path` ("runs is a file, not a folder"), or None when one
+    could; for checks before long work that warn rather than raise. Leaves nothing behind."""
+    problem = _write_problem(Path(path), os.fspath(path))
+    return None if problem is None else str(problem)
 
 
 def check_checkpoint_path(path: str | os.PathLike, name: str = "checkpoint_path") -> Path:
-    """Make sure a checkpoint can be written to `path`, before hours of training depend on it.
+    """Make sure a file can be written to `path`, before hours of training depend on it.
 
     Refuses a folder (also a name ending in "/"), a path under a file and a folder that cannot
-    be written to, each with one sentence naming `name`; creates the missing folders and returns
-    the path. `train` calls it before its first step.
+    be written to (`unwritable_reason`), each with one sentence naming the argument: `name` is a
+    keyword (checkpoint_path='runs/') or a command-line flag (--checkpoint 'runs/'). Creates
+    nothing; returns the path. `train` calls it before its first step, `save_checkpoint` before
+    it writes.
+
+    Raises:
+        IsADirectoryError, NotADirectoryError, PermissionError: as described above.
     """
-    text = os.fspath(path)
-    path = Path(path)
-    if text.endswith(("/", os.sep)):  # Path() would drop the slash and write a file by that name
-        raise IsADirectoryError(
-            f"{name}={text!r} names a folder; give a file name inside it, e.g. "
-            f"{str(path / 'checkpoint.pt')!r}"
-        )
-    _check_destination(path, name)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".tmp")
-        os.close(fd)
-        os.unlink(probe)
-    except OSError as e:
-        raise PermissionError(
-            f"{name}={text!r} cannot be written: {type(e).__name__} in "
-            f"{str(path.parent)!r} ({e.strerror or e}); choose a folder you can write to"
-        ) from e
-    return path
+    text, path = os.fspath(path), Path(path)
+    problem = _write_problem(path, text)
+    if problem is None:
+        return path
+    flag = name.startswith("-")
+    label = f"{name} {text!r}" if flag else f"{name}={text!r}"
+    if isinstance(problem, IsADirectoryError):
+        verb = "is" if path.is_dir() and not flag else "names"  # a flag's text names a folder
+        raise IsADirectoryError(f"{label} {verb} a folder; give a file name inside it, e.g. "
+                                f"{str(path / 'checkpoint.pt')!r}")
+    raise type(problem)(f"{label} cannot be written: {problem}; give a file in a writable folder")
 
 
 def _remove_stale_temp_files(path: Path) -> None:
@@ -133,10 +144,10 @@ def save_checkpoint(
             float, bool, str, bytes and None. Convert it yourself (a Path to str, a set to a
             sorted list, an np.float64 to float); silently converting would change what you
             read back.
-        IsADirectoryError, NotADirectoryError: when `path` is a folder or lies under a file.
+        IsADirectoryError, NotADirectoryError, PermissionError: before writing, when `path` is
+            a folder, lies under a file or is in a folder that cannot be written to.
     """
-    path = Path(path)
-    _check_destination(path)
+    path = check_checkpoint_path(path, "path")
     model = unwrap(model)
     cfg = getattr(model, "cfg", None)
     state = {

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -30,7 +29,7 @@ import torch
 from ch02_data import EOT_ID, create_dataloader, fast_dev_run, fetch, gpt2_encoding
 from ch04_gpt import GPTConfig, GPTModel
 
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import load_checkpoint, save_checkpoint, unwritable_reason
 from .device import fast_adamw, get_device
 from .generate import generate
 from .losses import lm_loss, perplexity
@@ -80,29 +79,6 @@ FAST = Recipe(
 def checkpoint_dir() -> Path:
     """Where trained models are cached: $CHECKPOINT_DIR, else `<repository>/checkpoints` (git-ignored)."""
     return Path(os.environ.get(CHECKPOINT_ENV_VAR) or REPO_ROOT / "checkpoints")
-
-
-def unwritable_reason(path: Path) -> str | None:
-    """Why a file could not be saved at `path`, or None when it could; checked before long work.
-
-    Saving creates missing folders, so the nearest folder that exists must be a writable folder.
-    Creating (and removing) a temporary file there is the one test that also catches read-only
-    mounts and access-control lists, where permission bits alone mislead.
-    """
-    folder = path.parent
-    try:
-        if path.is_dir():
-            return f"{path} is a folder"
-        while not folder.exists() and folder != folder.parent:  # saving creates these
-            folder = folder.parent
-        if not folder.is_dir():
-            return f"{folder} is a file, not a folder"
-        fd, probe = tempfile.mkstemp(dir=folder, prefix=".write-test-")
-    except OSError as e:
-        return f"{folder} is not a writable folder ({e.strerror or e})"
-    os.close(fd)
-    os.unlink(probe)
-    return None
 
 
 def _warn(message: str) -> None:

@@ -36,8 +36,8 @@ from torch.utils.data import DataLoader, DistributedSampler
 from ch02_data import SOURCES, GPTDataset, fetch
 from ch04_gpt import GPT_CONFIGS, GPTConfig, GPTModel
 
+from .checkpoint import check_checkpoint_path
 from .device import fast_adamw, get_device, maybe_compile, unwrap
-from .fallback import unwritable_reason
 from .losses import lm_loss
 from .train import train
 
@@ -170,15 +170,10 @@ def check_outputs(args: argparse.Namespace) -> None:
     outputs = {flag: value for flag, value in [("--checkpoint", args.checkpoint),
                                                ("--out", args.out)] if value is not None}
     for flag, value in outputs.items():
-        # Path() drops a trailing slash, and `dir/` would be saved as a file named `dir`.
-        if value.endswith(("/", os.sep)) or Path(value).is_dir():
-            example = Path(value) / ("ckpt.pt" if flag == "--checkpoint" else "summary.json")
-            raise ValueError(f"{flag} {value!r} names a folder; give a file name, "
-                             f"e.g. {example}")
-        reason = unwritable_reason(Path(value))
-        if reason is not None:
-            raise ValueError(f"{flag} {value!r} cannot be written: {reason}; give a file "
-                             f"in a writable folder")
+        try:
+            check_checkpoint_path(value, flag)  # the check train makes, for both files
+        except OSError as e:  # a folder, a path under a file, a folder we cannot write to
+            raise ValueError(str(e)) from None
     files = [("--data", args.data)] if Path(args.data).is_file() else []
     files += list(outputs.items())
     for i, (flag, value) in enumerate(files):
