@@ -4,8 +4,8 @@ Notation: B batch, T time (tokens), C channels (d_out), nh heads, hs head size (
 
 Two paths compute the same thing:
 - the readable path (default) writes scores, mask, softmax and weighted sum out by hand;
-- the fast path (`use_sdpa=True`, `fused_qkv=True`) calls PyTorch's fused
-  `scaled_dot_product_attention` and does one matmul for queries, keys and values.
+- the fast path (`use_sdpa=True`) calls PyTorch's fused `scaled_dot_product_attention`;
+  `fused_qkv=True`, a separate opt-in, also computes queries, keys and values in one matmul.
 Tests check that both give the same outputs and gradients.
 """
 

@@ -81,6 +81,15 @@ def checkpoint_dir() -> Path:
     return Path(os.environ.get(CHECKPOINT_ENV_VAR) or REPO_ROOT / "checkpoints")
 
 
+def shown(path: Path) -> str:
+    """`path` as messages print it: relative to the repository when inside it, so notebook
+    outputs hold no absolute path of the machine that ran them."""
+    try:
+        return str(Path(path).resolve().relative_to(REPO_ROOT))
+    except ValueError:
+        return str(path)
+
+
 def _warn(message: str) -> None:
     """One line on stderr, shown even with verbose=False: it means work will not be kept."""
     print(f"Warning: {message}", file=sys.stderr)
@@ -178,18 +187,18 @@ def get_fallback_model(
     # saved is still returned, with a warning instead of an error that would discard it.
     problem = unwritable_reason(path)
     if problem is not None:
-        _warn(f"the fallback model cannot be cached at {path} ({problem}); training it anyway "
+        _warn(f"the fallback model cannot be cached at {shown(path)} ({problem}); training it anyway "
               f"(set {CHECKPOINT_ENV_VAR} to a writable folder to keep it).")
     if verbose:
         print(f"Training the TinyStories fallback model on {device}"
-              + (f"; it is cached at {path}." if problem is None else "."))
+              + (f"; it is cached at {shown(path)}." if problem is None else "."))
     model, info = train_fallback(recipe, device, verbose)
     if problem is None:
         try:
             save_checkpoint(path, model, info=info)  # atomic: replaces a corrupt file in one step
         except Exception as e:  # disk full, folder removed meanwhile, ...: keep the model
             problem = _first_line(e)
-            _warn(f"the fallback model could not be cached at {path} ({problem}); returning it "
+            _warn(f"the fallback model could not be cached at {shown(path)} ({problem}); returning it "
                   f"uncached (set {CHECKPOINT_ENV_VAR} to a writable folder to keep it).")
     if verbose:
         print(f"Done in {info['train_seconds'] / 60:.1f} min ({info['tokens_per_second']:.0f} "
@@ -206,17 +215,17 @@ def _load_cached(
         ckpt = load_checkpoint(path, device)
         if ckpt.get("info", {}).get("recipe") != asdict(recipe):
             if verbose:
-                print(f"{path} was trained with another recipe; training again.")
+                print(f"{shown(path)} was trained with another recipe; training again.")
             return None
         model = GPTModel(recipe.cfg).to(device)
         model.load_state_dict(ckpt["model"])
     except Exception as e:  # truncated, garbage, not a checkpoint, wrong tensors: train anew
-        _warn(f"cannot read the cached fallback model {path} ({_first_line(e)}); training it "
+        _warn(f"cannot read the cached fallback model {shown(path)} ({_first_line(e)}); training it "
               f"again and replacing the file.")
         return None
     info = {**ckpt["info"], "path": str(path), "from_cache": True}
     if verbose:
-        print(f"Loaded the TinyStories fallback model from {path} "
+        print(f"Loaded the TinyStories fallback model from {shown(path)} "
               f"(val loss {info['val_loss']:.3f}).")
     return model.eval(), info
 

@@ -1,6 +1,7 @@
 """The TinyStories fallback model: fast mode trains, caches, and a second call only loads."""
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 import torch
@@ -50,3 +51,10 @@ def test_fast_mode_trains_caches_then_loads(tmp_path, monkeypatch):
     monkeypatch.delenv("FAST_DEV_RUN")  # full mode looks for its own file and would train
     with pytest.raises(AssertionError, match="cached model should be loaded"):
         fallback.get_fallback_model(verbose=False)
+
+
+def test_messages_show_paths_inside_the_repository_relative():
+    from ch05_pretrain.fallback import REPO_ROOT, shown
+
+    assert shown(REPO_ROOT / "checkpoints" / "x.pt") == "checkpoints/x.pt"
+    assert shown(Path("/elsewhere/x.pt")) == "/elsewhere/x.pt"
