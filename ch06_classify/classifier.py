@@ -161,8 +161,9 @@ def classify(
     """Classify one message; return (class name, probability of that predicted class).
 
     The text is encoded (GPT-2's tokenizer by default) and prepared as in training:
-    - longer than `max_length` tokens: only the LAST `max_length` tokens are kept (the end of a
-      message is what the last positions read, and it often carries the call to action);
+    - longer than `max_length` tokens: only the LAST `max_length` tokens are kept, so the
+      position that "last" pooling reads still sees the message's final words (training data
+      is cut at the end instead: SpamDataset keeps the first tokens);
     - shorter: right-padded with `pad_id` up to `max_length`, so "last" pooling reads the same
       position it was trained on. Pass the training dataset's max_length here.
     `max_length=None` means the model's context length, without padding.
