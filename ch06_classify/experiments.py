@@ -23,7 +23,7 @@ import copy
 import csv
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 
@@ -87,16 +87,21 @@ class Recipe:
 
     lr: float
     epochs: int
+    lr_schedule: str = "constant"  # or "cosine": ch05's half cosine down to 10% of lr
     weight_decay: float = 0.1
     batch_size: int = 8
     seed: int = 123
 
 
-# GPT-2 124M: the book's recipe (AdamW, lr 5e-5, weight decay 0.1, batch 8, 5 epochs).
-# The fallback (16M parameters, TinyStories only): provisional until measured on the full model.
+# GPT-2 124M: the book's recipe (AdamW, constant lr 5e-5, weight decay 0.1, batch 8, 5 epochs).
+# The fallback (16M parameters, pretrained on TinyStories only) measured with the default row
+# (last token, last block trained), final val / test accuracy: constant lr 5e-4, 5 epochs
+# 90.6 / 88.7%, and from epoch to epoch val swung between 81% and 95%; constant 1e-3 89.9 / 86.3%
+# (train 90%); cosine decay 3e-4 for 5 epochs 93.3 / 90.0%, for 10 epochs 94.0 / 92.0%; cosine
+# 5e-4 for 5 epochs 94.6 / 91.0%, chosen by its validation accuracy. The decay steadies the end.
 RECIPES = {
     "gpt2": Recipe(lr=5e-5, epochs=5),
-    "fallback": Recipe(lr=5e-4, epochs=5),
+    "fallback": Recipe(lr=5e-4, epochs=5, lr_schedule="cosine"),
 }
 
 
@@ -239,7 +244,7 @@ def run_row(row: Row, base: GPTModel | None, model_name: str, data: SpamData, re
     t0 = time.perf_counter()
     fine_tune(model, loaders["train"], pooling=row.pooling, trainable=row.trainable, causal=row.causal,
               lora_rank=row.lora_rank, lr=recipe.lr, weight_decay=recipe.weight_decay,
-              epochs=recipe.epochs, device=device, seed=recipe.seed, progress=progress)
+              epochs=recipe.epochs, lr_schedule=recipe.lr_schedule, device=device, seed=recipe.seed, progress=progress)
     seconds = time.perf_counter() - t0
     return {"row": row.name, "changed": row.changed,
             "test_acc": accuracy(model, loaders["test"], row.pooling),
@@ -340,8 +345,7 @@ def run_experiments(
             base, model_name = load_base_model(model or pick(full="gpt2", fast="fallback"), device)
             context = base.cfg.context_length
         recipe = recipe_for(model_name)
-        recipe = Recipe(lr=lr or recipe.lr, epochs=epochs or pick(full=recipe.epochs, fast=1),
-                        weight_decay=recipe.weight_decay, batch_size=recipe.batch_size, seed=recipe.seed)
+        recipe = replace(recipe, lr=lr or recipe.lr, epochs=epochs or pick(full=recipe.epochs, fast=1))
         data = prepare_data(context, subset=(64, 32, 32) if fast else None)
         if base is not None:
             _warm_up(base, data, device)
