@@ -13,6 +13,7 @@ from .data import (
     make_loader,
     split_entries,
 )
+from .finetune import RECIPES, Recipe, fine_tune
 from .judge import JudgeUnavailable, check_server, judge, judge_prompt, judge_summary, parse_score
 from .respond import (
     extract_response,
@@ -20,13 +21,17 @@ from .respond import (
     generate_response,
     generate_responses,
     load_responses,
+    respond_and_count,
     save_responses,
 )
+from .report import score_responses
 from .scores import exact_match, normalize_answer, rouge_l, rouge_l_scores, short_answer_indices
 
 __all__ = [
     "ALPACA_PREAMBLE",
     "InstructionDataset",
+    "RECIPES",
+    "Recipe",
     "JudgeUnavailable",
     "STYLES",
     "check_entries",
@@ -36,6 +41,7 @@ __all__ = [
     "exact_match",
     "extract_response",
     "format_example",
+    "fine_tune",
     "format_prompt",
     "generate_from_prompt",
     "generate_response",
@@ -50,7 +56,9 @@ __all__ = [
     "parse_score",
     "rouge_l",
     "rouge_l_scores",
+    "respond_and_count",
     "save_responses",
+    "score_responses",
     "short_answer_indices",
     "split_entries",
 ]

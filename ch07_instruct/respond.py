@@ -66,9 +66,23 @@ def generate_responses(model, entries: Sequence[dict], tokenizer=None, max_new_t
                        style: str = "alpaca", progress: bool = True) -> list[str]:
     """`generate_response` for every entry, with a progress bar."""
     entries = check_entries(entries, need_output=False)
+    prompts = [format_prompt(e, style) for e in entries]
+    return respond_and_count(model, prompts, tokenizer, max_new_tokens, style, progress)[0]
+
+
+def respond_and_count(model, prompts: Sequence[str], tokenizer=None, max_new_tokens: int = 256,
+                      style: str = "alpaca", progress: bool = True) -> tuple[list[str], list[int]]:
+    """(responses, new-token counts) for prompt texts given as they are: what `generate_responses`
+    does, for prompts that need not come from `format_prompt` (chapter 7's pitfalls), and with
+    the number of tokens each answer took before its end token (`max_new_tokens` if it never
+    ended)."""
     tokenizer = tokenizer or gpt2_encoding()
-    return [generate_response(model, e, tokenizer, max_new_tokens, style)
-            for e in tqdm(entries, desc="responses", disable=not progress)]
+    texts, counts = [], []
+    for prompt in tqdm(prompts, desc="responses", disable=not progress):
+        text, n = generate_from_prompt(model, prompt, tokenizer, max_new_tokens)
+        texts.append(extract_response(text, style))
+        counts.append(n)
+    return texts, counts
 
 
 def check_output_path(path: str | os.PathLike) -> Path:
