@@ -3,12 +3,14 @@
     python -m ch06_classify.experiments [--out CSV] [--rows default,first,...] [--device cpu]
                                         [--epochs N] [--lr LR] [--model gpt2|fallback|DIR]
 
-Every row fine-tunes a fresh copy of the same pretrained model with the chapter's default recipe
-(`DEFAULT`: last-token pooling; last block + final norm + head trained; fixed-length padding;
-AdamW) except for the one thing the row names, then measures validation and test accuracy. Each
-result is appended to the CSV as soon as its row finishes, so an interrupted run loses at most
-the row in progress, and a second run skips the rows already in the file (delete a line to redo
-it). The TF-IDF + logistic-regression row is the reference line without any GPT.
+Every row fine-tunes a fresh copy of the same pretrained model with the chapter's default setting
+(the row "default": last-token pooling; last block + final norm + head trained; fixed-length
+padding; AdamW as in `RECIPES`) except for the one thing the row names, then measures validation
+and test accuracy. Each result is appended to the CSV as soon as its row finishes, so an
+interrupted run loses at most the row in progress, and a second run skips the rows already in
+the file (delete a line to redo it). The TF-IDF + logistic-regression row is the reference line
+without any GPT. "seconds" is the fine-tuning wall time: compare rows of one run, on a machine
+that is doing nothing else.
 
 The base model is OpenAI's GPT-2 124M (`load_gpt2("gpt2")`); when its weights cannot be
 downloaded, chapter 5's TinyStories model (`get_fallback_model()`) stands in, and every row
@@ -244,7 +246,8 @@ def run_row(row: Row, base: GPTModel | None, model_name: str, data: SpamData, re
     t0 = time.perf_counter()
     fine_tune(model, loaders["train"], pooling=row.pooling, trainable=row.trainable, causal=row.causal,
               lora_rank=row.lora_rank, lr=recipe.lr, weight_decay=recipe.weight_decay,
-              epochs=recipe.epochs, lr_schedule=recipe.lr_schedule, device=device, seed=recipe.seed, progress=progress)
+              epochs=recipe.epochs, lr_schedule=recipe.lr_schedule, device=device, seed=recipe.seed,
+              progress=progress)
     seconds = time.perf_counter() - t0
     return {"row": row.name, "changed": row.changed,
             "test_acc": accuracy(model, loaders["test"], row.pooling),
