@@ -13,7 +13,15 @@ from .data import (
     make_loader,
     split_entries,
 )
-from .finetune import RECIPES, Recipe, fine_tune
+from .finetune import (
+    RECIPES,
+    Recipe,
+    fine_tune,
+    get_instruction_model,
+    instruction_checkpoint_path,
+    load_base_for_instructions,
+    save_instruction_model,
+)
 from .judge import JudgeUnavailable, check_server, judge, judge_prompt, judge_summary, parse_score
 from .respond import (
     extract_response,
@@ -42,6 +50,10 @@ __all__ = [
     "extract_response",
     "format_example",
     "fine_tune",
+    "get_instruction_model",
+    "instruction_checkpoint_path",
+    "load_base_for_instructions",
+    "save_instruction_model",
     "format_prompt",
     "generate_from_prompt",
     "generate_response",
