@@ -67,10 +67,11 @@ FULL = Recipe(
                   drop_rate=0.0, tie_weights=True),
     batch_size=4, max_steps=600, lr=1e-3, warmup_steps=50, eval_every=100, text_chars=None,
 )
-# Fast mode: a few seconds, only to check that everything downstream runs.
+# Fast mode: a few seconds, only to check that everything downstream runs. Its window (128) holds
+# a chapter-7 prompt with its answer, so the instruction and DPO notebooks have tokens to train on.
 FAST = Recipe(
     file_name="tinystories-fallback-fast.pt",
-    cfg=GPTConfig(vocab_size=50257, context_length=32, emb_dim=32, n_heads=2, n_layers=1,
+    cfg=GPTConfig(vocab_size=50257, context_length=128, emb_dim=32, n_heads=2, n_layers=1,
                   drop_rate=0.0, tie_weights=True),
     batch_size=4, max_steps=20, lr=3e-3, warmup_steps=2, eval_every=10, text_chars=40_000,
 )

@@ -22,7 +22,7 @@ from .finetune import (
     load_base_for_instructions,
     save_instruction_model,
 )
-from .judge import JudgeUnavailable, check_server, judge, judge_prompt, judge_summary, parse_score
+from .judge import JudgeUnavailable, ask_local_llm, check_server, judge, judge_prompt, judge_summary, parse_score
 from .respond import (
     extract_response,
     generate_from_prompt,
@@ -42,6 +42,7 @@ __all__ = [
     "Recipe",
     "JudgeUnavailable",
     "STYLES",
+    "ask_local_llm",
     "check_entries",
     "check_server",
     "collate",

@@ -93,17 +93,34 @@ def save_instruction_model(model: GPTModel, base_key: str, **info) -> Path | Non
     return None
 
 
+def _short_reason(message: str) -> str:
+    """The why of a load_gpt2 DownloadError, in a few words ("no pinned sha256", the network error)."""
+    if "no pinned sha256" in message:
+        return "no pinned sha256, so no automatic download"
+    if "reason: " in message:
+        return message.split("reason: ", 1)[1].split(")")[0][:60]
+    return message.split(";")[0][:60]
+
+
 def load_base_for_instructions(device, name: str = "gpt2-medium") -> tuple[GPTModel, str]:
-    """(pretrained model, base_key): OpenAI's GPT-2 `name` when its weights can be had, else
-    (one printed line) chapter 5's TinyStories model; fast mode always takes the latter's tiny
-    version. base_key names the model for checkpoints: "gpt2-medium", "tinystories-fallback", ..."""
+    """(pretrained model, base_key): OpenAI's GPT-2 `name` when its weights can be had, else GPT-2
+    124M ("gpt2", whose download is pinned), else chapter 5's TinyStories model, with one printed
+    line saying why; fast mode always takes the latter's tiny version. base_key names the model
+    for checkpoints: "gpt2-medium", "gpt2", "tinystories-fallback", ..."""
     if not fast_dev_run():
-        try:
-            return load_gpt2(name, device), name
-        except DownloadError as e:
-            reason = str(e).split("reason: ")[-1].split(")")[0][:60]
-            print(f"GPT-2 weights unavailable ({reason}): using chapter 5's TinyStories fallback model instead")
-    model, info = get_fallback_model(device)
+        problems = []
+        for candidate in dict.fromkeys([name, "gpt2"]):  # the one asked for, then the pinned 124M
+            try:
+                model = load_gpt2(candidate, device)
+            except DownloadError as e:
+                problems.append(f"{candidate}: {_short_reason(str(e))}")
+                continue
+            if problems:
+                print(f"GPT-2 weights unavailable ({'; '.join(problems)}): using {candidate} instead")
+            return model, str(candidate)
+        print(f"GPT-2 weights unavailable ({'; '.join(problems)}): using chapter 5's TinyStories "
+              "fallback model instead")
+    model, _ = get_fallback_model(device)
     return model, "tinystories-fallback-fast" if fast_dev_run() else "tinystories-fallback"
 
 
@@ -122,10 +139,13 @@ def get_instruction_model(device="cpu", name: str = "gpt2-medium", progress: boo
     if path.is_file():
         try:
             model = load_model(path, device)
-            print(f"Loaded the chapter-7 model ({base_key}, instruction-tuned) from {shown(path)}.")
-            return model, base_key
-        except Exception as e:  # unreadable or another config: fine-tune again
+        except Exception as e:  # unreadable: fine-tune again
             print(f"cannot read {shown(path)} ({str(e).splitlines()[0][:80]}); fine-tuning again")
+        else:
+            if model.cfg == base.cfg:
+                print(f"Loaded the chapter-7 model ({base_key}, instruction-tuned) from {shown(path)}.")
+                return model, base_key
+            print(f"{shown(path)} was made from another configuration of {base_key}; fine-tuning again")
     recipe = RECIPES["fallback" if base_key.startswith("tinystories") else "gpt2"]
     print(f"No chapter-7 checkpoint for {base_key} at {shown(path)}: instruction fine-tuning it now "
           f"({recipe.epochs} epochs, lr {recipe.lr:g}).")

@@ -31,7 +31,7 @@ from decimal import ROUND_HALF_UP, Decimal
 
 import httpx
 import ollama
-from tqdm.auto import tqdm
+from tqdm import tqdm  # plain text bar: no ipywidgets warning in notebooks
 
 from .data import check_entries
 
@@ -209,3 +209,30 @@ def judge_summary(scores: Sequence[int | None]) -> dict:
     scores given (None when there is none)}. Unscored responses are left out of the mean."""
     scored = [s for s in scores if s is not None]
     return {"scored": len(scored), "total": len(scores), "mean": sum(scored) / len(scored) if scored else None}
+
+
+def ask_local_llm(
+    prompts: Sequence[str],
+    model: str = DEFAULT_JUDGE,
+    host: str | None = None,
+    *,
+    timeout: float = 60.0,
+    seed: int = 123,
+    temperature: float = 0.0,
+    num_ctx: int = 2048,
+    progress: bool = True,
+) -> list[str]:
+    """The replies of `model`, served by Ollama at `host`, to each prompt (one user message each).
+
+    The same server check, options and one-line errors (`JudgeUnavailable`) as `judge`, for other
+    uses of a local model: the DPO bonus asks it to rewrite responses into preference pairs.
+    """
+    if isinstance(prompts, str) or not all(isinstance(p, str) for p in prompts):
+        raise ValueError("prompts must be a list of strings (one message per request)")
+    host = host or DEFAULT_HOST
+    options = {"seed": seed, "temperature": temperature, "num_ctx": num_ctx}
+    with ollama.Client(host=host, timeout=timeout) as client:
+        _check_model(client, model, host, timeout)
+        with _server_errors(host, model, timeout):
+            return [_ask(client, model, p, options)
+                    for p in tqdm(prompts, desc=f"asking {model}", disable=not progress)]

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm  # plain text bar: no ipywidgets warning in notebooks
 
 from ch02_data import EOT_ID, gpt2_encoding
 from ch05_pretrain import check_checkpoint_path, generate

@@ -37,3 +37,38 @@ def test_a_corrupt_checkpoint_is_replaced(shared_dir, monkeypatch, capsys):
     out = capsys.readouterr().out
     assert "cannot read" in out and "fine-tuning again" in out
     assert path.stat().st_size > 1000 and model is not None
+
+
+def test_a_checkpoint_of_another_configuration_is_not_used(shared_dir, monkeypatch, capsys):
+    from ch04_gpt import GPTConfig, GPTModel
+    from ch05_pretrain import save_checkpoint
+
+    monkeypatch.setenv("FAST_DEV_RUN", "1")
+    monkeypatch.setenv("CHECKPOINT_DIR", str(shared_dir))
+    path = instruction_checkpoint_path("tinystories-fallback-fast")
+    other = GPTModel(GPTConfig(vocab_size=50257, context_length=16, emb_dim=8, n_heads=1, n_layers=1))
+    save_checkpoint(path, other)
+    capsys.readouterr()
+    model, _ = get_instruction_model(progress=False)
+    assert "another configuration" in capsys.readouterr().out
+    assert model.cfg.context_length != 16
+
+
+def test_gpt2_medium_missing_falls_back_to_gpt2_124m_in_one_line(monkeypatch, capsys):
+    from ch02_data import DownloadError
+    from ch04_gpt import GPTConfig, GPTModel
+    import ch07_instruct.finetune as finetune
+
+    tiny = GPTModel(GPTConfig(vocab_size=50257, context_length=16, emb_dim=8, n_heads=1, n_layers=1))
+
+    def fake_load(name, device):
+        if name == "gpt2-medium":
+            raise DownloadError("no pinned sha256 for 'gpt2-medium', so it is not downloaded automatically; ...")
+        return tiny
+
+    monkeypatch.delenv("FAST_DEV_RUN", raising=False)
+    monkeypatch.setattr(finetune, "load_gpt2", fake_load)
+    model, key = finetune.load_base_for_instructions("cpu")
+    out = capsys.readouterr().out.strip().splitlines()
+    assert model is tiny and key == "gpt2"
+    assert out == ["GPT-2 weights unavailable (gpt2-medium: no pinned sha256, so no automatic download): using gpt2 instead"]

@@ -251,3 +251,18 @@ def test_parse_score(text, score):
 def test_judge_summary_leaves_unscored_out_of_the_mean():
     assert judge_summary([80, None, 40]) == {"scored": 2, "total": 3, "mean": 60.0}
     assert judge_summary([None]) == {"scored": 0, "total": 1, "mean": None}
+
+
+def test_ask_local_llm_returns_replies_with_the_options(server):
+    server.replies.extend(["Please check the report.", "Check it."])
+    replies = judge_module.ask_local_llm(["rewrite politely", "rewrite rudely"], host=server.host, progress=False)
+    assert replies == ["Please check the report.", "Check it."]
+    assert [c["messages"][0]["content"] for c in server.chats] == ["rewrite politely", "rewrite rudely"]
+    assert server.chats[0]["options"] == {"seed": 123, "temperature": 0.0, "num_ctx": 2048}
+
+
+def test_ask_local_llm_without_a_server(down_host):
+    with pytest.raises(JudgeUnavailable, match="ollama serve"):
+        judge_module.ask_local_llm(["hi"], host=down_host, progress=False)
+    with pytest.raises(ValueError, match="prompts must be a list of strings"):
+        judge_module.ask_local_llm("hi", host=down_host)
