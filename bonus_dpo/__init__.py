@@ -1,0 +1,49 @@
+"""Bonus: preference tuning with Direct Preference Optimization (DPO, Rafailov et al. 2023)."""
+
+from .data import (
+    DATA_NAME,
+    PreferenceDataset,
+    check_preference_entries,
+    encode_preference,
+    load_preference_data,
+    make_preference_loader,
+    preference_collate,
+    split_preference,
+)
+from .dpo import (
+    METRIC_NAMES,
+    DPOLoss,
+    dpo_loss,
+    dpo_metrics,
+    freeze,
+    pair_logprobs,
+    policy_and_reference,
+    precompute_reference_logps,
+    preference_stats,
+    sequence_logprobs,
+)
+from .synth import TONES, make_preference_pairs, rewrite_prompt
+
+__all__ = [
+    "DATA_NAME",
+    "DPOLoss",
+    "METRIC_NAMES",
+    "TONES",
+    "PreferenceDataset",
+    "check_preference_entries",
+    "dpo_loss",
+    "dpo_metrics",
+    "encode_preference",
+    "freeze",
+    "load_preference_data",
+    "make_preference_pairs",
+    "make_preference_loader",
+    "pair_logprobs",
+    "policy_and_reference",
+    "precompute_reference_logps",
+    "preference_collate",
+    "preference_stats",
+    "rewrite_prompt",
+    "sequence_logprobs",
+    "split_preference",
+]

@@ -1,0 +1,372 @@
+"""Direct Preference Optimization (Rafailov et al. 2023): the loss, its pieces, and metrics.
+
+DPO tunes a language model (the *policy* pi) on pairs (prompt x, chosen y_w, rejected y_l)
+without a separate reward model and without sampling. It compares the policy with a frozen copy
+of itself taken before tuning (the *reference* pi_ref):
+
+    reward(x, y) = beta * (log pi(y | x) - log pi_ref(y | x))
+    loss         = -log sigmoid( reward(x, y_w) - reward(x, y_l) )
+
+averaged over the pairs. log pi(y | x) is the sum of the log-probabilities of the response's
+tokens given everything before them (`sequence_logprobs`). The loss falls when the policy raises
+the chosen response's probability relative to the reference more than the rejected one's; beta
+sets how far from the reference that is worth going (small beta: the reward scale is small, so
+the log-ratios must grow large before the loss saturates). At the start pi = pi_ref, both
+rewards are 0 and the loss is -log sigmoid(0) = log 2 = 0.693.
+
+The loss plugs into chapter 5's loop unchanged: `train(policy, optimizer, loader,
+DPOLoss(reference), metrics=dpo_metrics(reference))`, with batches from `preference_collate`.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import numbers
+from collections.abc import Callable, Iterable, Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ch02_data import EOT_ID
+from ch05_pretrain import NoTargetsError, move_to_device, unwrap
+
+from .data import REF_KEYS, _check_max_length, _is_int, _pairs
+
+BATCH_KEYS = ("chosen", "rejected", "chosen_mask", "rejected_mask")
+METRIC_NAMES = ("margin", "pref_acc", "chosen_reward", "rejected_reward")
+
+
+# --- Log-probabilities of responses -----------------------------------------------------------
+
+
+def sequence_logprobs(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor,
+                      average: bool = False) -> torch.Tensor:
+    """log pi(response | prompt) of each row: (B, T, V), (B, T), (B, T) -> (B,) float32.
+
+    Args:
+        logits: the model's output for the inputs `labels`; logits[:, t] scores the token at
+            position t + 1.
+        labels: (B, T) int64, the very token tensor that was fed to the model.
+        mask: (B, T) bool, True at the positions of the tokens to score (the response).
+        average: False sums over the scored tokens (the DPO paper); True divides by their
+            number (what the book's code does), so long and short responses weigh alike.
+
+    The log-probability of token t is log_softmax(logits[:, t-1])[labels[:, t]], i.e.
+    logits[:, t-1, y] - logsumexp(logits[:, t-1]) with y = labels[:, t], computed in float32
+    (bfloat16 keeps 8 significant bits: a logit near 20 is rounded by up to 0.06, and a
+    sequence sums many such terms). Only the logits of scored positions are converted and
+    normalised; finding them (`nonzero`) makes a GPU wait once for the count.
+    mask[:, 0] is ignored: nothing comes before the first token, so it has no prediction.
+    A row with no scored token gets 0 with average=False; with average=True it is refused.
+    """
+    if not isinstance(logits, torch.Tensor) or logits.ndim != 3:
+        raise ValueError(f"logits has shape {tuple(getattr(logits, 'shape', ()))}; it must be "
+                         "(B, T, V)")
+    if labels.shape != logits.shape[:2]:
+        raise ValueError(f"labels has shape {tuple(labels.shape)} but logits {tuple(logits.shape)};"
+                         " labels must be (B, T), the tokens the logits were computed for")
+    if mask.shape != labels.shape or mask.dtype != torch.bool:
+        raise ValueError(f"mask is a {mask.dtype} tensor of shape {tuple(mask.shape)}; it must be "
+                         f"bool with the shape of labels, {tuple(labels.shape)}")
+    counted = mask[:, 1:]  # (B, T-1): token t = 1..T-1 is scored; token 0 never is
+    # Only the scored tokens' rows of logits are needed: select them first, so the float32 copy,
+    # the logsumexp and their gradients cover the responses, not the (longer) prompts.
+    rows, cols = counted.nonzero(as_tuple=True)  # token (row, cols + 1) is read at (row, cols)
+    z = logits[rows, cols].float()  # (N, V): the logits that predict the N scored tokens
+    targets = labels[rows, cols + 1]  # (N,)
+    token_logps = z.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(z, dim=-1)
+    # Add each token's log-prob to its row's total; rows without scored tokens stay 0.
+    total = torch.zeros(labels.shape[0], dtype=torch.float32, device=logits.device)
+    total = total.index_add(0, rows, token_logps)  # (B,)
+    if not average:
+        return total
+    count = counted.sum(dim=-1)
+    if bool((count == 0).any()):
+        raise ValueError(f"rows {(count == 0).nonzero().flatten().tolist()} of mask have no scored "
+                         "token after position 0, so their average log-prob is 0/0; drop them")
+    return total / count
+
+
+def pair_logprobs(model: nn.Module, batch: dict, average: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """(chosen, rejected) sequence log-probs, each (B,), from ONE forward pass of `model`.
+
+    Chosen and rejected sequences share their length T (see `preference_collate`), so they are
+    stacked along the batch dimension into (2B, T), which keeps the GPU busier than two passes.
+    """
+    inputs = torch.cat([batch["chosen"], batch["rejected"]])  # (2B, T)
+    masks = torch.cat([batch["chosen_mask"], batch["rejected_mask"]])
+    logps = sequence_logprobs(model(inputs), inputs, masks, average)  # (2B,)
+    B = batch["chosen"].shape[0]
+    return logps[:B], logps[B:]
+
+
+# --- The loss ---------------------------------------------------------------------------------
+
+
+def _check_beta(beta) -> None:
+    if isinstance(beta, bool) or not isinstance(beta, numbers.Real) or not 0 < beta < math.inf:
+        raise ValueError(f"beta={beta!r}; use a finite number > 0 (the paper and the book use 0.1)")
+
+
+def dpo_loss(
+    policy_chosen_logps: torch.Tensor,
+    policy_rejected_logps: torch.Tensor,
+    ref_chosen_logps: torch.Tensor,
+    ref_rejected_logps: torch.Tensor,
+    beta: float = 0.1,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(loss, chosen_rewards, rejected_rewards) from four (B,) tensors of sequence log-probs.
+
+        chosen_rewards   = beta * (policy_chosen_logps   - ref_chosen_logps)      (B,)
+        rejected_rewards = beta * (policy_rejected_logps - ref_rejected_logps)    (B,)
+        loss = mean over the batch of -log sigmoid(chosen_rewards - rejected_rewards)
+
+    `F.logsigmoid` is used rather than log(sigmoid(.)), which underflows to log 0 = -inf for
+    very negative margins. The rewards are returned detached: they are for logging only; the
+    gradient flows through the loss.
+    """
+    _check_beta(beta)
+    shape = policy_chosen_logps.shape
+    for name, t in [("policy_rejected_logps", policy_rejected_logps),
+                    ("ref_chosen_logps", ref_chosen_logps), ("ref_rejected_logps", ref_rejected_logps)]:
+        if t.shape != shape:
+            raise ValueError(f"{name} has shape {tuple(t.shape)} but policy_chosen_logps "
+                             f"{tuple(shape)}; give four tensors of one shape (B,)")
+    chosen_rewards = beta * (policy_chosen_logps - ref_chosen_logps)
+    rejected_rewards = beta * (policy_rejected_logps - ref_rejected_logps)
+    loss = -F.logsigmoid(chosen_rewards - rejected_rewards).mean()
+    return loss, chosen_rewards.detach(), rejected_rewards.detach()
+
+
+# --- The reference model ----------------------------------------------------------------------
+
+
+def freeze(model: nn.Module) -> nn.Module:
+    """Make `model` a reference: no parameter takes gradients, eval mode (no dropout), no .grad."""
+    model.requires_grad_(False)
+    for p in model.parameters():
+        p.grad = None
+    return model.eval()
+
+
+def policy_and_reference(model: nn.Module) -> tuple[nn.Module, nn.Module]:
+    """(policy, reference): `model` itself, to be trained, and a frozen deep copy of it.
+
+    The copy (of the plain module inside any DDP or torch.compile wrapper) holds its own
+    parameters, so optimizer steps on the policy never touch it. It costs one more model in
+    memory; `precompute_reference_logps` avoids that.
+    """
+    return model, freeze(copy.deepcopy(unwrap(model)))
+
+
+def _check_batch(batch) -> None:
+    if not isinstance(batch, dict) or any(key not in batch for key in BATCH_KEYS):
+        keys = sorted(batch) if isinstance(batch, dict) else type(batch).__name__
+        raise ValueError(f"batch has {keys}; DPO needs a dict with the keys {BATCH_KEYS} "
+                         "(from preference_collate)")
+
+
+def _response_counts(mask: torch.Tensor) -> torch.Tensor:
+    """Scored tokens per row, as `sequence_logprobs` counts them (position 0 never counts)."""
+    return mask[:, 1:].sum(dim=-1)
+
+
+class DPOLoss:
+    """`loss_fn(model, batch) -> scalar` for chapter 5's `train`: the DPO loss of a batch.
+
+    Args:
+        reference_model: the frozen reference pi_ref. It is frozen here (requires_grad False,
+            eval mode) and run under torch.no_grad(), so it never receives gradients. It must
+            live on the batches' device. May be None when every batch carries precomputed
+            reference log-probs ("ref_chosen_logps", "ref_rejected_logps", from
+            `precompute_reference_logps`); batches that carry them use them in any case.
+        beta: the DPO temperature (0.1 in the paper and the book).
+        average: score a response by its mean token log-prob instead of the sum (the book's
+            code averages; the paper sums). Use the same setting in `dpo_metrics`.
+
+    A batch in which every pair was dropped (0 rows) raises `NoTargetsError` before any
+    forward pass; `train` skips it and `evaluate` leaves it out.
+    """
+
+    def __init__(self, reference_model: nn.Module | None = None, beta: float = 0.1,
+                 average: bool = False):
+        _check_beta(beta)
+        self.reference = None if reference_model is None else freeze(reference_model)
+        self.beta = beta
+        self.average = average
+        self._checked: set[int] = set()  # ids of policies found not to share the reference's weights
+
+    def reference_logps(self, model: nn.Module, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """(chosen, rejected) log-probs under the reference: precomputed ones from the batch if
+        it carries them, else one forward pass of the reference without gradients."""
+        if all(key + "s" in batch for key in REF_KEYS):
+            chosen, rejected = batch["ref_chosen_logps"], batch["ref_rejected_logps"]  # sums
+            if self.average:
+                chosen = chosen / _response_counts(batch["chosen_mask"])
+                rejected = rejected / _response_counts(batch["rejected_mask"])
+            return chosen, rejected
+        if self.reference is None:
+            raise ValueError("the batch carries no 'ref_chosen_logps' and this DPOLoss has no "
+                             "reference_model; give one, or run precompute_reference_logps on "
+                             "the dataset first")
+        self._check_distinct(model)
+        device = next(self.reference.parameters()).device
+        if device != batch["chosen"].device:
+            raise ValueError(f"the reference model is on {device} but the batch on "
+                             f"{batch['chosen'].device}; move it with reference.to(device)")
+        if self.reference.training:  # someone switched it back; dropout must stay off
+            self.reference.eval()
+        with torch.no_grad():
+            return pair_logprobs(self.reference, batch, self.average)
+
+    def _check_distinct(self, model: nn.Module) -> None:
+        """Refuse a policy that is the reference or shares parameters with it (checked once)."""
+        if id(model) in self._checked:
+            return
+        ref_params = {id(p) for p in self.reference.parameters()}
+        if model is self.reference or any(id(p) in ref_params for p in model.parameters()):
+            raise ValueError("the model being trained shares its parameters with the reference "
+                             "model; make the reference a copy: policy, reference = "
+                             "policy_and_reference(model)")
+        self._checked.add(id(model))
+
+    def terms(self, model: nn.Module, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """`dpo_loss`'s (loss, chosen_rewards, rejected_rewards) for one batch."""
+        _check_batch(batch)
+        if batch["chosen"].shape[0] == 0:
+            raise NoTargetsError(f"every pair of this batch was dropped ({batch.get('dropped')} "
+                                 "had no response token within max_length), so there is no "
+                                 "loss; raise max_length or shorten the prompts")
+        policy_chosen, policy_rejected = pair_logprobs(model, batch, self.average)
+        ref_chosen, ref_rejected = self.reference_logps(model, batch)
+        return dpo_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected, self.beta)
+
+    def __call__(self, model: nn.Module, batch: dict) -> torch.Tensor:
+        return self.terms(model, batch)[0]
+
+
+# --- Reference log-probs computed once --------------------------------------------------------
+
+
+@torch.no_grad()
+def precompute_reference_logps(reference_model: nn.Module, dataset: Sequence[dict],
+                               batch_size: int = 8, max_length: int | None = None) -> None:
+    """Score every item of `dataset` under the reference once, and store the results in it.
+
+    Each item (a dict of `PreferenceDataset`) gains "ref_chosen_logp" and "ref_rejected_logp"
+    (floats: summed token log-probs; `DPOLoss(average=True)` divides by the counts itself) and
+    "ref_max_length". `preference_collate` then carries them into the batch, so `DPOLoss(None)`
+    trains with one model in memory and no reference forward pass per step.
+
+    Use the same `max_length` as the loaders that will read the dataset: truncation decides
+    which tokens are scored, so collate refuses items scored with another max_length. A token's
+    log-prob depends only on the tokens before it (causal attention), so neither the batch it
+    is scored in nor the padding changes it. Pairs collate would drop get nan (never read).
+    """
+    if not (_is_int(batch_size) and batch_size >= 1):
+        raise ValueError(f"batch_size={batch_size!r}; use a positive integer")
+    _check_max_length(max_length)
+    reference = freeze(reference_model)
+    device = next(reference.parameters()).device
+    for start in range(0, len(dataset), batch_size):
+        items = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
+        batch, keep = _pairs(items, EOT_ID, max_length)
+        chosen = torch.full((len(items),), math.nan)
+        rejected = torch.full((len(items),), math.nan)
+        if bool(keep.any()):
+            logps = pair_logprobs(reference, move_to_device(batch, device), average=False)
+            chosen[keep], rejected[keep] = logps[0].cpu(), logps[1].cpu()
+        for item, c, r in zip(items, chosen.tolist(), rejected.tolist()):
+            item.update(ref_chosen_logp=c, ref_rejected_logp=r, ref_max_length=max_length)
+
+
+# --- Metrics ----------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def preference_stats(model: nn.Module, loader: Iterable, reference_model: nn.Module | None = None,
+                     beta: float = 0.1, average: bool = False,
+                     max_batches: int | None = None) -> dict[str, float]:
+    """DPO statistics over the first `max_batches` batches of `loader` (None: all), per pair:
+
+        "loss":            mean DPO loss
+        "margin":          mean of chosen_reward - rejected_reward
+        "pref_acc":        share of pairs with chosen_reward > rejected_reward (strictly: at
+                           the start, when policy = reference, every reward is 0 and it is 0)
+        "chosen_reward", "rejected_reward": their means
+        "pairs":           the number of pairs looked at
+
+    The model runs in eval mode without gradients; its train/eval mode is restored afterwards.
+    Batches are moved to the model's device. Batches with no pair left (B = 0) are skipped.
+    """
+    if max_batches is not None and not (_is_int(max_batches) and max_batches >= 1):
+        raise ValueError(f"max_batches={max_batches!r}; use None (all batches) or an integer >= 1")
+    loss_fn = DPOLoss(reference_model, beta, average)
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    sums = torch.zeros(5, dtype=torch.float64, device=device)  # loss, margin, acc, chosen, rejected
+    pairs = 0
+    try:
+        for i, batch in enumerate(loader):
+            if max_batches is not None and i >= max_batches:
+                break
+            batch = move_to_device(batch, device)
+            n = batch["chosen"].shape[0]
+            if n == 0:
+                continue
+            loss, chosen, rejected = loss_fn.terms(model, batch)
+            margin = chosen - rejected
+            sums += torch.stack([loss * n, margin.sum(), (margin > 0).sum(), chosen.sum(),
+                                 rejected.sum()]).double()
+            pairs += n
+    finally:
+        model.train(was_training)
+    if pairs == 0:
+        raise NoTargetsError("the batches looked at hold no preference pair (none, or all "
+                             "dropped), so there are no statistics to compute")
+    loss, margin, acc, chosen, rejected = (sums / pairs).tolist()
+    return {"loss": loss, "margin": margin, "pref_acc": acc, "chosen_reward": chosen,
+            "rejected_reward": rejected, "pairs": pairs}
+
+
+def _weights_fingerprint(model: nn.Module) -> list[float]:
+    """One sum per trainable parameter tensor (all tensors if none trains): any optimizer step
+    changes it, and it costs far less than a forward pass."""
+    params = [p for p in model.parameters() if p.requires_grad] or list(model.parameters())
+    return torch.stack([p.detach().float().sum() for p in params]).tolist()
+
+
+def dpo_metrics(reference_model: nn.Module | None = None, beta: float = 0.1, average: bool = False,
+                max_batches: int | None = None) -> dict[str, Callable[[nn.Module, Iterable], float]]:
+    """Metrics for `train(metrics=...)`: {"margin", "pref_acc", "chosen_reward",
+    "rejected_reward"} -> fn(model, loader) -> float, as in `preference_stats`.
+
+    `train` records them as "val_<name>" and "train_<name>". The four share one pass over the
+    loader: the statistics are cached per (model, loader) together with a fingerprint of the
+    model's weights, and recomputed as soon as the weights have changed. Use the same beta and
+    average as the `DPOLoss`, and a small `max_batches`: each pass runs policy and reference.
+    """
+    _check_beta(beta)
+    if max_batches is not None and not (_is_int(max_batches) and max_batches >= 1):
+        raise ValueError(f"max_batches={max_batches!r}; use None (all batches) or an integer >= 1")
+    if reference_model is not None:
+        freeze(reference_model)
+    cache: dict[tuple[int, int], tuple[list[float], dict]] = {}
+
+    def stats(model: nn.Module, loader: Iterable) -> dict:
+        key, fingerprint = (id(model), id(loader)), _weights_fingerprint(model)
+        if key not in cache or cache[key][0] != fingerprint:
+            cache[key] = (fingerprint, preference_stats(model, loader, reference_model, beta,
+                                                        average, max_batches))
+        return cache[key][1]
+
+    def metric(name: str) -> Callable[[nn.Module, Iterable], float]:
+        def fn(model: nn.Module, loader: Iterable) -> float:
+            return stats(model, loader)[name]
+        fn.__name__ = name
+        return fn
+
+    return {name: metric(name) for name in METRIC_NAMES}
