@@ -21,6 +21,7 @@ from .dpo import (
     precompute_reference_logps,
     preference_stats,
     sequence_logprobs,
+    sequence_logprobs_from_hidden,
 )
 from .synth import TONES, make_preference_pairs, rewrite_prompt
 
@@ -45,5 +46,6 @@ __all__ = [
     "preference_stats",
     "rewrite_prompt",
     "sequence_logprobs",
+    "sequence_logprobs_from_hidden",
     "split_preference",
 ]

@@ -70,15 +70,35 @@ def sequence_logprobs(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Te
     if mask.shape != labels.shape or mask.dtype != torch.bool:
         raise ValueError(f"mask is a {mask.dtype} tensor of shape {tuple(mask.shape)}; it must be "
                          f"bool with the shape of labels, {tuple(labels.shape)}")
+    return _scored_logprobs(lambda rows, cols: logits[rows, cols], labels, mask, average)
+
+
+def sequence_logprobs_from_hidden(hidden: torch.Tensor, head: nn.Module, labels: torch.Tensor,
+                                  mask: torch.Tensor, average: bool = False) -> torch.Tensor:
+    """`sequence_logprobs` from the final hidden states (B, T, C) (`GPTModel.hidden_states`) and
+    the output head: the head is applied only to the positions that score a response token, so
+    the (B, T, V) logits are never made. Same numbers up to float rounding (tested)."""
+    if not isinstance(hidden, torch.Tensor) or hidden.ndim != 3 or labels.shape != hidden.shape[:2]:
+        raise ValueError(f"hidden has shape {tuple(getattr(hidden, 'shape', ()))} and labels "
+                         f"{tuple(getattr(labels, 'shape', ()))}; they must be (B, T, C) and (B, T)")
+    if mask.shape != labels.shape or mask.dtype != torch.bool:
+        raise ValueError(f"mask is a {mask.dtype} tensor of shape {tuple(mask.shape)}; it must be "
+                         f"bool with the shape of labels, {tuple(labels.shape)}")
+    return _scored_logprobs(lambda rows, cols: head(hidden[rows, cols]), labels, mask, average)
+
+
+def _scored_logprobs(logits_at, labels: torch.Tensor, mask: torch.Tensor, average: bool) -> torch.Tensor:
+    """The shared body: `logits_at(rows, cols)` gives the (N, V) logits at the N positions that
+    predict a scored token."""
     counted = mask[:, 1:]  # (B, T-1): token t = 1..T-1 is scored; token 0 never is
     # Only the scored tokens' rows of logits are needed: select them first, so the float32 copy,
     # the logsumexp and their gradients cover the responses, not the (longer) prompts.
     rows, cols = counted.nonzero(as_tuple=True)  # token (row, cols + 1) is read at (row, cols)
-    z = logits[rows, cols].float()  # (N, V): the logits that predict the N scored tokens
+    z = logits_at(rows, cols).float()  # (N, V): the logits that predict the N scored tokens
     targets = labels[rows, cols + 1]  # (N,)
     token_logps = z.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(z, dim=-1)
     # Add each token's log-prob to its row's total; rows without scored tokens stay 0.
-    total = torch.zeros(labels.shape[0], dtype=torch.float32, device=logits.device)
+    total = torch.zeros(labels.shape[0], dtype=torch.float32, device=labels.device)
     total = total.index_add(0, rows, token_logps)  # (B,)
     if not average:
         return total
@@ -89,15 +109,22 @@ def sequence_logprobs(logits: torch.Tensor, labels: torch.Tensor, mask: torch.Te
     return total / count
 
 
-def pair_logprobs(model: nn.Module, batch: dict, average: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+def pair_logprobs(model: nn.Module, batch: dict, average: bool = False,
+                  fast: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """(chosen, rejected) sequence log-probs, each (B,), from ONE forward pass of `model`.
 
     Chosen and rejected sequences share their length T (see `preference_collate`), so they are
     stacked along the batch dimension into (2B, T), which keeps the GPU busier than two passes.
+    `fast=True` (a model with `hidden_states` and `out_head`, such as GPTModel) applies the
+    output head to the response positions only (`sequence_logprobs_from_hidden`): the same
+    numbers without the (2B, T, V) logits, several times faster for the fallback model.
     """
     inputs = torch.cat([batch["chosen"], batch["rejected"]])  # (2B, T)
     masks = torch.cat([batch["chosen_mask"], batch["rejected_mask"]])
-    logps = sequence_logprobs(model(inputs), inputs, masks, average)  # (2B,)
+    if fast:  # a plain GPTModel (not a DDP or compile wrapper, whose forward this skips)
+        logps = sequence_logprobs_from_hidden(model.hidden_states(inputs), model.out_head, inputs, masks, average)
+    else:
+        logps = sequence_logprobs(model(inputs), inputs, masks, average)  # (2B,)
     B = batch["chosen"].shape[0]
     return logps[:B], logps[B:]
 
@@ -185,17 +212,21 @@ class DPOLoss:
         beta: the DPO temperature (0.1 in the paper and the book).
         average: score a response by its mean token log-prob instead of the sum (the book's
             code averages; the paper sums). Use the same setting in `dpo_metrics`.
+        fast: compute the log-probs with `pair_logprobs(..., fast=True)`, the output head on the
+            response positions only (a plain GPTModel; the same numbers, several times faster
+            when the vocabulary dominates the model's cost).
 
     A batch in which every pair was dropped (0 rows) raises `NoTargetsError` before any
     forward pass; `train` skips it and `evaluate` leaves it out.
     """
 
     def __init__(self, reference_model: nn.Module | None = None, beta: float = 0.1,
-                 average: bool = False):
+                 average: bool = False, fast: bool = False):
         _check_beta(beta)
         self.reference = None if reference_model is None else freeze(reference_model)
         self.beta = beta
         self.average = average
+        self.fast = fast  # pair_logprobs' fast path (the head on response positions only)
         self._checked: set[int] = set()  # ids of policies found not to share the reference's weights
 
     def reference_logps(self, model: nn.Module, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
@@ -219,7 +250,7 @@ class DPOLoss:
         if self.reference.training:  # someone switched it back; dropout must stay off
             self.reference.eval()
         with torch.no_grad():
-            return pair_logprobs(self.reference, batch, self.average)
+            return pair_logprobs(self.reference, batch, self.average, self.fast)
 
     def _check_distinct(self, model: nn.Module) -> None:
         """Refuse a policy that is the reference or shares parameters with it (checked once)."""
@@ -239,7 +270,7 @@ class DPOLoss:
             raise NoTargetsError(f"every pair of this batch was dropped ({batch.get('dropped')} "
                                  "had no response token within max_length), so there is no "
                                  "loss; raise max_length or shorten the prompts")
-        policy_chosen, policy_rejected = pair_logprobs(model, batch, self.average)
+        policy_chosen, policy_rejected = pair_logprobs(model, batch, self.average, self.fast)
         ref_chosen, ref_rejected = self.reference_logps(model, batch)
         return dpo_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected, self.beta)
 
@@ -288,7 +319,7 @@ def precompute_reference_logps(reference_model: nn.Module, dataset: Sequence[dic
 @torch.no_grad()
 def preference_stats(model: nn.Module, loader: Iterable, reference_model: nn.Module | None = None,
                      beta: float = 0.1, average: bool = False,
-                     max_batches: int | None = None) -> dict[str, float]:
+                     max_batches: int | None = None, fast: bool = False) -> dict[str, float]:
     """DPO statistics over the first `max_batches` batches of `loader` (None: all), per pair:
 
         "loss":            mean DPO loss
@@ -303,7 +334,7 @@ def preference_stats(model: nn.Module, loader: Iterable, reference_model: nn.Mod
     """
     if max_batches is not None and not (_is_int(max_batches) and max_batches >= 1):
         raise ValueError(f"max_batches={max_batches!r}; use None (all batches) or an integer >= 1")
-    loss_fn = DPOLoss(reference_model, beta, average)
+    loss_fn = DPOLoss(reference_model, beta, average, fast)
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
@@ -340,7 +371,8 @@ def _weights_fingerprint(model: nn.Module) -> list[float]:
 
 
 def dpo_metrics(reference_model: nn.Module | None = None, beta: float = 0.1, average: bool = False,
-                max_batches: int | None = None) -> dict[str, Callable[[nn.Module, Iterable], float]]:
+                max_batches: int | None = None,
+                fast: bool = False) -> dict[str, Callable[[nn.Module, Iterable], float]]:
     """Metrics for `train(metrics=...)`: {"margin", "pref_acc", "chosen_reward",
     "rejected_reward"} -> fn(model, loader) -> float, as in `preference_stats`.
 
@@ -360,7 +392,7 @@ def dpo_metrics(reference_model: nn.Module | None = None, beta: float = 0.1, ave
         key, fingerprint = (id(model), id(loader)), _weights_fingerprint(model)
         if key not in cache or cache[key][0] != fingerprint:
             cache[key] = (fingerprint, preference_stats(model, loader, reference_model, beta,
-                                                        average, max_batches))
+                                                        average, max_batches, fast))
         return cache[key][1]
 
     def metric(name: str) -> Callable[[nn.Module, Iterable], float]:

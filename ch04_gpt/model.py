@@ -165,6 +165,19 @@ class GPTModel(nn.Module):
     ) -> torch.Tensor:
         """idx: (B, T) token ids (int64) -> logits (B, T, V) in the parameters' dtype.
 
+        The output head applied to `hidden_states` (same arguments); see there.
+        """
+        return self.out_head(self.hidden_states(idx, kv_cache, start_pos))  # (B, T, V)
+
+    def hidden_states(
+        self, idx: torch.Tensor, kv_cache: list[KVCache] | None = None, start_pos: int | None = None
+    ) -> torch.Tensor:
+        """idx: (B, T) token ids (int64) -> the final hidden states (B, T, C), after the final norm.
+
+        `forward` is `out_head(hidden_states(...))`. A loss that needs the logits of a few
+        positions only (chapter 7's responses, DPO's response tokens) can apply `out_head` to
+        those rows and skip the (B, T, V) tensor, which dominates the cost of small models.
+
         With `kv_cache` (from `new_kv_cache`), idx holds only tokens not yet seen; their
         positions continue from the tokens already in the cache. `start_pos` is optional: the
         position the caller means idx's first token to have. Given, it must equal the number
@@ -196,8 +209,7 @@ class GPTModel(nn.Module):
         x = self.drop_emb(x)
         for i, block in enumerate(self.blocks):
             x = block(x, kv_cache[i] if kv_cache is not None else None)  # (B, T, C)
-        x = self.final_norm(x)
-        return self.out_head(x)  # (B, T, V)
+        return self.final_norm(x)  # (B, T, C)
 
     def _check_ids(self, idx: torch.Tensor) -> None:
         """One sentence for input the embedding cannot look up, instead of an error deep inside."""

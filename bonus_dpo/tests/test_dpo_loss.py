@@ -157,3 +157,31 @@ def test_integer_mask_is_refused():
     logits, labels, mask = random_case()
     with pytest.raises(ValueError, match="mask is a torch.int64 tensor"):
         sequence_logprobs(logits, labels, mask.long())
+
+
+def test_fast_path_equals_the_readable_path():
+    """pair_logprobs(fast=True) (the head on response positions only) against the full logits,
+    sum and average, and the gradients of the DPO loss through both paths."""
+    from ch04_gpt import GPTConfig, GPTModel
+    from bonus_dpo import DPOLoss, pair_logprobs, policy_and_reference
+
+    torch.manual_seed(0)
+    model = GPTModel(GPTConfig(vocab_size=300, context_length=32, emb_dim=16, n_heads=2, n_layers=2, drop_rate=0.0))
+    ids = torch.randint(0, 300, (3, 12))
+    mask = torch.zeros(3, 12, dtype=torch.bool)
+    mask[0, 5:9], mask[1, 2:12], mask[2, 7:10] = True, True, True
+    batch = {"chosen": ids, "rejected": ids.flip(1), "chosen_mask": mask, "rejected_mask": mask.flip(1)}
+    for average in (False, True):
+        slow, fast = pair_logprobs(model, batch, average), pair_logprobs(model, batch, average, fast=True)
+        for a, b in zip(slow, fast):
+            assert torch.allclose(a, b, atol=1e-5), (a, b)
+    policy, reference = policy_and_reference(model)
+    with torch.no_grad():
+        for p in policy.parameters():
+            p.add_(0.01 * torch.randn_like(p))
+    grads = []
+    for fast in (False, True):
+        policy.zero_grad()
+        DPOLoss(reference, fast=fast)(policy, batch).backward()
+        grads.append([p.grad.clone() for p in policy.parameters()])
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(*grads))

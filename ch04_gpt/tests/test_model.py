@@ -270,3 +270,12 @@ def test_bidirectional_readable_equals_fast_path():
     x = torch.randint(0, 50, (2, 7))
     readable = model(x)
     torch.testing.assert_close(model.set_fast_path(True)(x), readable, rtol=1e-5, atol=1e-5)
+
+
+def test_forward_is_the_head_applied_to_hidden_states():
+    torch.manual_seed(0)
+    model = GPTModel(GPTConfig(vocab_size=100, context_length=16, emb_dim=16, n_heads=2, n_layers=2, drop_rate=0.0))
+    idx = torch.randint(0, 100, (2, 9))
+    hidden = model.hidden_states(idx)
+    assert hidden.shape == (2, 9, 16)
+    assert torch.equal(model.out_head(hidden), model(idx))
