@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ch02_data import EOT_ID, fetch, gpt2_encoding
 from ch07_instruct import STYLES, format_prompt, split_entries
+from ch07_instruct.data import seeded_loader
 
 DATA_NAME = "instruction-data-with-preference.json"  # a key of ch02_data.SOURCES (sha256 pinned)
 KEYS = ("instruction", "input", "chosen", "rejected")  # "input" may be missing; "output" is ignored
@@ -231,16 +232,8 @@ def make_preference_loader(
     seed: int = 123,
     max_length: int | None = None,
 ) -> DataLoader:
-    """A DataLoader of batch dicts made by `preference_collate(max_length=max_length)`.
-
-    With shuffle=True the order comes from a torch.Generator seeded with `seed`, so the batches
-    do not depend on anything else that used the global random state. num_workers=0: worker
-    processes break notebooks on macOS and Windows.
-    """
-    if not (_is_int(batch_size) and batch_size >= 1):
-        raise ValueError(f"batch_size={batch_size!r}; use a positive integer")
+    """A seeded DataLoader (chapter 7's `seeded_loader`) of batch dicts made by
+    `preference_collate(max_length=max_length)`."""
     _check_max_length(max_length)
-    generator = torch.Generator().manual_seed(seed) if shuffle else None
-    return DataLoader(dataset, batch_size=int(batch_size), shuffle=shuffle, drop_last=drop_last,
-                      num_workers=0, collate_fn=partial(preference_collate, max_length=max_length),
-                      generator=generator)
+    return seeded_loader(dataset, partial(preference_collate, max_length=max_length), batch_size,
+                         shuffle, drop_last, seed)

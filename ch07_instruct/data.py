@@ -220,15 +220,9 @@ def collate(
     return inputs, targets
 
 
-def make_loader(
-    dataset: InstructionDataset,
-    batch_size: int = 8,
-    shuffle: bool = False,
-    drop_last: bool = False,
-    seed: int = 123,
-    **collate_kwargs,
-) -> DataLoader:
-    """A DataLoader of (inputs, targets) batches made by `collate(**collate_kwargs)`.
+def seeded_loader(dataset: Dataset, collate_fn, batch_size: int = 8, shuffle: bool = False,
+                  drop_last: bool = False, seed: int = 123) -> DataLoader:
+    """A DataLoader over `dataset` with `collate_fn`, for this chapter and the ones after it.
 
     With shuffle=True the order comes from a torch.Generator seeded with `seed`, so the batches
     do not depend on anything else that used the global random state. num_workers=0: worker
@@ -238,4 +232,17 @@ def make_loader(
         raise ValueError(f"batch_size={batch_size!r}; use a positive integer")
     generator = torch.Generator().manual_seed(seed) if shuffle else None
     return DataLoader(dataset, batch_size=int(batch_size), shuffle=shuffle, drop_last=drop_last,
-                      num_workers=0, collate_fn=partial(collate, **collate_kwargs), generator=generator)
+                      num_workers=0, collate_fn=collate_fn, generator=generator)
+
+
+def make_loader(
+    dataset: InstructionDataset,
+    batch_size: int = 8,
+    shuffle: bool = False,
+    drop_last: bool = False,
+    seed: int = 123,
+    **collate_kwargs,
+) -> DataLoader:
+    """A seeded DataLoader (`seeded_loader`) of (inputs, targets) batches made by
+    `collate(**collate_kwargs)`."""
+    return seeded_loader(dataset, partial(collate, **collate_kwargs), batch_size, shuffle, drop_last, seed)
