@@ -104,6 +104,7 @@ def save_responses(path: str | os.PathLike, entries: Sequence[dict], responses: 
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             json.dump(records, f, indent=1, ensure_ascii=False)
+        os.chmod(tmp, 0o644)  # mkstemp makes the file private; results are for reading
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
