@@ -196,12 +196,18 @@ def judge(
     _check_responses(responses, len(entries))
     host = host or DEFAULT_HOST
     options = {"seed": seed, "temperature": temperature, "num_ctx": num_ctx}
+    return _each_with_server(list(zip(entries, responses)), model, host, timeout, f"judging with {model}", progress,
+                             lambda client, pair: _score_one(client, model, judge_prompt(*pair), options))
+
+
+def _each_with_server(items: list, model: str, host: str, timeout: float, desc: str, progress: bool,
+                      ask_one) -> list:
+    """`ask_one(client, item)` for each item, after checking the server has `model`; network errors
+    become one-line `JudgeUnavailable`s."""
     with ollama.Client(host=host, timeout=timeout) as client:
         _check_model(client, model, host, timeout)
-        pairs = tqdm(zip(entries, responses), total=len(entries), desc=f"judging with {model}",
-                     disable=not progress)
         with _server_errors(host, model, timeout):
-            return [_score_one(client, model, judge_prompt(entry, response), options) for entry, response in pairs]
+            return [ask_one(client, item) for item in tqdm(items, desc=desc, disable=not progress)]
 
 
 def judge_summary(scores: Sequence[int | None]) -> dict:
@@ -231,8 +237,5 @@ def ask_local_llm(
         raise ValueError("prompts must be a list of strings (one message per request)")
     host = host or DEFAULT_HOST
     options = {"seed": seed, "temperature": temperature, "num_ctx": num_ctx}
-    with ollama.Client(host=host, timeout=timeout) as client:
-        _check_model(client, model, host, timeout)
-        with _server_errors(host, model, timeout):
-            return [_ask(client, model, p, options)
-                    for p in tqdm(prompts, desc=f"asking {model}", disable=not progress)]
+    return _each_with_server(list(prompts), model, host, timeout, f"asking {model}", progress,
+                             lambda client, prompt: _ask(client, model, prompt, options))
