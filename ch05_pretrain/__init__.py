@@ -1,6 +1,7 @@
 """Chapter 5: pretraining on unlabeled data."""
 
 from .checkpoint import check_checkpoint_path, load_checkpoint, load_model, save_checkpoint
+from .chunked_loss import DEFAULT_CHUNK_SIZE, chunked_lm_loss, linear_cross_entropy
 from .device import autocast, fast_adamw, get_device, maybe_compile, move_to_device, unwrap
 from .generate import apply_temperature, generate, sample_next_token, top_k_filter, top_p_filter
 from .gpt2_weights import GPT2_WEIGHTS, iter_safetensors, load_gpt2
@@ -8,6 +9,7 @@ from .losses import IGNORE_INDEX, NoTargetsError, evaluate, lm_loss, perplexity
 from .train import History, lr_factor, train
 
 __all__ = [
+    "DEFAULT_CHUNK_SIZE",
     "fast_adamw",
     "GPT2_WEIGHTS",
     "IGNORE_INDEX",
@@ -16,10 +18,12 @@ __all__ = [
     "apply_temperature",
     "autocast",
     "check_checkpoint_path",
+    "chunked_lm_loss",
     "evaluate",
     "generate",
     "get_device",
     "iter_safetensors",
+    "linear_cross_entropy",
     "load_checkpoint",
     "load_gpt2",
     "load_model",
