@@ -72,24 +72,33 @@ def _counted_rows(targets: torch.Tensor, V: int) -> tuple[torch.Tensor | None, t
 
 def _chunk_loop(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, y: torch.Tensor,
                 chunk_size: int, mm_dtype: torch.dtype, with_grads: bool):
-    """Summed cross-entropy of the N rows of h (N, C) against targets y (N,), chunk by chunk.
+    """Mean cross-entropy of the N rows of h (N, C) against targets y (N,), chunk by chunk.
 
-    Returns (loss_sum, grads): a float32 scalar, and with `with_grads` the gradients of loss_sum
+    Returns (loss, grads): a float32 scalar, and with `with_grads` the gradients of that mean
     with respect to h (N, C), weight (V, C) and bias (V,) or None; else grads is None.
     The matmuls run in `mm_dtype` (bfloat16 under autocast, else float32); the soft-max, the
     loss and the summed gradients of weight and bias always in float32.
     """
-    N = h.shape[0]
+    N, V = h.shape[0], weight.shape[0]
+    fp32 = mm_dtype == torch.float32
     w = weight.to(mm_dtype)  # (V, C); no copy when it already has that dtype
     loss_sum = torch.zeros((), dtype=torch.float32, device=h.device)
+    # One logits buffer for every chunk: a fresh (n, V) tensor per chunk would be fresh memory
+    # each time, which the operating system must hand over (and zero) page by page.
+    z_buf = torch.empty(min(chunk_size, N), V, dtype=torch.float32, device=h.device) if fp32 else None
+    grad_h = grad_w = grad_b = None
     if with_grads:
         grad_h = torch.empty_like(h)  # (N, C): each chunk fills its own rows
-        grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device)  # (V, C)
-        grad_b = None if bias is None else torch.zeros(bias.shape, dtype=torch.float32, device=bias.device)
+        if bias is not None:
+            grad_b = torch.zeros(V, dtype=torch.float32, device=bias.device)
     for start in range(0, N, chunk_size):
         h_c = h[start:start + chunk_size].to(mm_dtype)  # (n, C), n <= chunk_size
         y_c = y[start:start + chunk_size]  # (n,)
-        z = (h_c @ w.T).float()  # (n, V): the only logits that exist at any time
+        n = h_c.shape[0]
+        if fp32:
+            z = torch.mm(h_c, w.T, out=z_buf[:n])  # (n, V): the only logits that exist at any time
+        else:
+            z = (h_c @ w.T).float()  # bf16 products, rounded once, then float32 from here on
         if bias is not None:
             z += bias.float()
         z_y = z.gather(1, y_c.unsqueeze(1)).squeeze(1)  # (n,) logit of each target, before z is reused
@@ -101,18 +110,23 @@ def _chunk_loop(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
         loss_sum += (z_max.squeeze(1) + total.log().squeeze(1) - z_y).sum()
         if not with_grads:
             continue
-        # d(loss_sum)/dz = softmax(z) - onehot(y), built in the same buffer.
-        dz = e.div_(total)  # (n, V) soft-max probabilities
-        dz.scatter_add_(1, y_c.unsqueeze(1), torch.full_like(z_y, -1.0).unsqueeze(1))
+        # d(mean loss)/dz = (softmax(z) - onehot(y)) / N, built in the same buffer: dividing by
+        # total * N normalises the soft-max and takes the mean in one pass over the chunk.
+        dz = e.mul_((total * N).reciprocal_())  # (n, V)
+        dz.scatter_add_(1, y_c.unsqueeze(1), torch.full((n, 1), -1.0 / N, device=dz.device))
         if bias is not None:
             grad_b += dz.sum(dim=0)  # z = h W^T + b: each row's dz reaches b once
         dz_mm = dz.to(mm_dtype)
-        grad_h[start:start + chunk_size] = dz_mm @ w  # (n, V) @ (V, C) -> (n, C)
-        if mm_dtype == torch.float32:
-            grad_w.addmm_(dz_mm.T, h_c)  # += (V, n) @ (n, C), in place: no (V, C) temporary
-        else:  # addmm_ cannot write bf16 products into a float32 buffer; add a rounded copy
+        grad_h[start:start + n] = dz_mm @ w  # (n, V) @ (V, C) -> (n, C)
+        # d W = sum over chunks of dz^T h_c: the first chunk writes the (V, C) buffer, the
+        # others add into it in place (addmm_), so no second (V, C) tensor is ever made.
+        if grad_w is None:
+            grad_w = (dz_mm.T @ h_c).float()  # (V, n) @ (n, C) -> (V, C)
+        elif fp32:
+            grad_w.addmm_(dz_mm.T, h_c)
+        else:  # addmm_ cannot add bf16 products into a float32 buffer; add a rounded copy
             grad_w += (dz_mm.T @ h_c).float()
-    return loss_sum, ((grad_h, grad_w, grad_b) if with_grads else None)
+    return loss_sum / N, ((grad_h, grad_w, grad_b) if with_grads else None)
 
 
 class _LinearCrossEntropy(torch.autograd.Function):
@@ -123,10 +137,9 @@ class _LinearCrossEntropy(torch.autograd.Function):
         # Autocast is switched off inside: `mm_dtype` already says what it would have chosen, and
         # explicit casts keep the float32 parts float32.
         with torch.autocast(device_type=h.device.type, enabled=False):
-            loss_sum, ctx.grads = _chunk_loop(h, weight, bias, y, chunk_size, mm_dtype, True)
-        ctx.n = h.shape[0]
+            loss, ctx.grads = _chunk_loop(h, weight, bias, y, chunk_size, mm_dtype, True)
         ctx.dtypes = (h.dtype, weight.dtype, None if bias is None else bias.dtype)
-        return loss_sum / ctx.n  # the mean over counted targets, as F.cross_entropy
+        return loss  # the mean over counted targets, as F.cross_entropy
 
     @staticmethod
     def backward(ctx, grad_out):
@@ -134,10 +147,15 @@ class _LinearCrossEntropy(torch.autograd.Function):
             raise RuntimeError("backward through chunked_lm_loss ran a second time; its gradients "
                                "are handed on once (retain_graph=True is not supported)")
         grads, ctx.grads = ctx.grads, None  # let go of them: autograd may keep the buffers as .grad
-        scale = grad_out / ctx.n  # the loss was the mean: d mean / d sum = 1/N
+        # Chain rule: d out / d x = grad_out * d loss / d x. grad_out is 1 for a plain
+        # loss.backward(); on the CPU reading it costs nothing, and skipping the multiplication
+        # saves a pass over the (V, C) buffer. (On a GPU reading it would wait for the device.)
+        skip = grad_out.device.type == "cpu" and grad_out.item() == 1.0
         out = []
         for g, dtype in zip(grads, ctx.dtypes):
-            out.append(None if g is None else g.mul_(scale).to(dtype))  # in place: no second (V, C)
+            if g is not None and not skip:
+                g = g.mul_(grad_out)  # in place: no second (V, C) tensor
+            out.append(None if g is None else g.to(dtype))
         return (*out, None, None, None)  # nothing for y, chunk_size, mm_dtype
 
 
@@ -160,8 +178,8 @@ def _mean_loss(hidden, weight, bias, targets, rows, y, chunk_size) -> torch.Tens
         t is not None and t.requires_grad for t in (h, weight, bias))
     if not needs_grad:  # evaluation: the loss alone, no gradient buffers
         with torch.autocast(device_type=h.device.type, enabled=False):
-            loss_sum, _ = _chunk_loop(h, weight, bias, y, chunk_size, mm_dtype, False)
-        return loss_sum / h.shape[0]
+            loss, _ = _chunk_loop(h, weight, bias, y, chunk_size, mm_dtype, False)
+        return loss
     return _LinearCrossEntropy.apply(h, weight, bias, y, chunk_size, mm_dtype)
 
 
