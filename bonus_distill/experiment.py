@@ -30,7 +30,8 @@ class StudentResult:
     val_perplexity: float
     bytes_per_token: float  # stored per training position (0: nothing stored)
     seconds: float  # wall time of the training run
-    peak_rss_increase_mb: float
+    peak_rss_mb: float  # the process's peak resident memory during training
+    peak_rss_increase_mb: float  # ... above what it held when training started
     curve: list[tuple[int, float]] = field(default_factory=list)  # (step, val loss)
     model: GPTModel | None = field(default=None, repr=False)
 
@@ -93,4 +94,5 @@ def train_student(
     val_loss = evaluate(student, val_loader, lm_loss)
     student.set_fast_path(False).eval()
     return StudentResult(name, val_loss, perplexity(val_loss), bytes_per_token, seconds,
-                         memory.peak_increase / 2**20, curve, student if keep_model else None)
+                         memory.peak / 2**20, memory.peak_increase / 2**20, curve,
+                         student if keep_model else None)

@@ -242,35 +242,46 @@ class TeacherTargets:
     first; sampled files: log of each id's share of the k draws). Slicing a window of rows is
     cheap: `window(start, length)`.
 
-    The file is refused, before anything is read, if it is truncated or not one of ours; and
-    `check_corpus(token_ids)` refuses a corpus other than the one it was made from.
+    `k` (optional) uses only the first k slots of a top-K file: the top-k for any k <= K, as a
+    file written for k would hold them (sorted, most likely first), so one teacher pass serves
+    every k. The file is refused, before anything is read, if it is truncated or not one of
+    ours; and `check_corpus(token_ids)` refuses a corpus other than the one it was made from.
     """
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike, k: int | None = None):
         self.path = Path(path)
         if not self.path.is_file():
             raise FileNotFoundError(f"path={str(self.path)!r}: no such targets file; make it with "
                                     "precompute_teacher")
         self.header = read_header(self.path)
         h = self.header
-        self.k, self.n_positions = int(h["k"]), int(h["n_positions"])
+        self.stored_k, self.n_positions = int(h["k"]), int(h["n_positions"])
         self.vocab_size, self.context_length = int(h["vocab_size"]), int(h["context_length"])
         self.sampled, self.temperature = bool(h["sampled"]), float(h["temperature"])
-        expected = HEADER_BYTES + 4 * self.n_positions * self.k
+        expected = HEADER_BYTES + 4 * self.n_positions * self.stored_k
         actual = self.path.stat().st_size
         if actual != expected:
             raise ValueError(
-                f"{self.path} is {actual:,} bytes but its header (k={self.k}, "
+                f"{self.path} is {actual:,} bytes but its header (k={self.stored_k}, "
                 f"{self.n_positions:,} positions) needs {expected:,}: the file is truncated or "
                 "damaged; run precompute_teacher again")
+        self.k = self.stored_k if k is None else _positive("k", k, "the slots to use per position")
+        if self.k > self.stored_k:
+            raise ValueError(f"k={k}; {self.path.name} stores {self.stored_k} per position, so use "
+                             f"at most {self.stored_k}")
+        if self.sampled and self.k != self.stored_k:
+            raise ValueError(f"k={k}; {self.path.name} holds draws, whose slots are not ranked, so "
+                             f"only all {self.stored_k} can be used")
+        shape = (self.n_positions, self.stored_k)
         self.ids = np.memmap(self.path, dtype=np.uint16, mode="r", offset=HEADER_BYTES,
-                             shape=(self.n_positions, self.k))
+                             shape=shape)[:, : self.k]
         self.logprobs = np.memmap(self.path, dtype=np.float16, mode="r",
-                                  offset=HEADER_BYTES + 2 * self.n_positions * self.k,
-                                  shape=(self.n_positions, self.k))
+                                  offset=HEADER_BYTES + 2 * self.n_positions * self.stored_k,
+                                  shape=shape)[:, : self.k]
 
     @property
     def bytes_per_position(self) -> int:
+        """What a file written for this k stores per position: a uint16 id and an fp16 value."""
         return 4 * self.k
 
     def __len__(self) -> int:
@@ -307,7 +318,7 @@ class TeacherTargets:
     def describe(self) -> str:
         t = self.header["teacher"]
         kind = (f"{self.k} samples at T={self.temperature:g}" if self.sampled
-                else f"top-{self.k}")
+                else f"top-{self.k}" + (f" (of {self.stored_k} stored)" if self.k < self.stored_k else ""))
         return (f"{self.path.name}: {kind} from {t['name']} over {self.n_positions:,} positions, "
                 f"{self.bytes_per_position} bytes per position, "
-                f"{self.path.stat().st_size / 1e6:.1f} MB")
+                f"{(HEADER_BYTES + self.n_positions * self.bytes_per_position) / 1e6:.2f} MB as its own file")

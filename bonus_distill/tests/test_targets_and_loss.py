@@ -268,3 +268,21 @@ def test_teacher_generated_tokens_start_stories():
     assert ids[0].item() == EOT_ID and ids[40].item() == EOT_ID  # rows of 1 + 9 tokens
     again = teacher_generated_tokens(teacher, 100, row_tokens=9, batch_size=4, progress=False)
     assert torch.equal(ids, again)  # seeded
+
+
+def test_the_first_k_slots_of_a_top_k_file_are_a_top_k_file(tmp_path, corpus):
+    teacher = tiny()
+    precompute_teacher(teacher, corpus, tmp_path / "8.bin", k=8, context_length=T, batch_size=8,
+                       progress=False)
+    precompute_teacher(teacher, corpus, tmp_path / "3.bin", k=3, context_length=T, batch_size=8,
+                       progress=False)
+    narrowed, own = TeacherTargets(tmp_path / "8.bin", k=3), TeacherTargets(tmp_path / "3.bin")
+    for a, b in zip(narrowed.window(0, len(own)), own.window(0, len(own))):
+        assert torch.equal(a, b)
+    assert narrowed.bytes_per_position == own.bytes_per_position == 12
+    with pytest.raises(ValueError, match="k=9; 8.bin stores 8 per position, so use at most 8"):
+        TeacherTargets(tmp_path / "8.bin", k=9)
+    precompute_teacher(teacher, corpus, tmp_path / "s.bin", k=4, context_length=T, batch_size=8,
+                       sampled=True, progress=False)
+    with pytest.raises(ValueError, match="holds draws, whose slots are not ranked"):
+        TeacherTargets(tmp_path / "s.bin", k=2)
