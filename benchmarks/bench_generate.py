@@ -109,16 +109,16 @@ def main() -> None:
     cache_speedup = paired_ratio(times["ours, no cache"], times["ours, KV cache"])
     fast_vs_hf = vs_hf["ours, fast path + KV cache"]
     all_same = all(r["same tokens as HF"] == "yes" for r in rows)
-    print(f"\nours cached vs HF: {cached_vs_hf:.2f}x tokens/s (goal >= 1.0); "
-          f"fast path cached vs HF: {fast_vs_hf:.2f}x; "
+    print(f"\nours cached vs HF: {cached_vs_hf:.2f}x tokens/s (goal >= 1.1); "
+          f"fast path cached vs HF: {fast_vs_hf:.2f}x (goal >= 1.5); "
           f"ours cached vs uncached: {cache_speedup:.2f}x (goal >= 4); "
           f"all variants produce HF's tokens: {'yes' if all_same else 'no'}")
 
     summary = [
         summary_row("generate", "ours, KV cache", "new tokens/s", N / t["ours, KV cache"], cached_vs_hf,
-                    ">= 1.0", goal_on="ratio_vs_hf"),
+                    ">= 1.1", goal_on="ratio_vs_hf"),
         summary_row("generate", "ours, fast path + KV cache", "new tokens/s",
-                    N / t["ours, fast path + KV cache"], fast_vs_hf, ">= 1.0", goal_on="ratio_vs_hf"),
+                    N / t["ours, fast path + KV cache"], fast_vs_hf, ">= 1.5", goal_on="ratio_vs_hf"),
         summary_row("generate", "ours, no cache", "new tokens/s", N / t["ours, no cache"],
                     vs_hf["ours, no cache"]),
         summary_row("generate", "KV cache speed-up (ours cached / uncached)", "ratio", cache_speedup,
