@@ -69,10 +69,18 @@ class Bundle:
     kind: str  # "instruction" (chapter 7) or "pretrained" (chapter 5, or any plain GPT checkpoint)
     fallback: bool  # built on chapter 5's TinyStories model because GPT-2's weights were missing
     device: torch.device
-    tokenizer: object = None
+    tokenizer: object
     classifier: GPTModel | None = None
     classifier_extra: dict | None = None  # max_length, pooling ... as save_classifier stored them
     classifier_path: Path | None = None
+
+    def add_classifier(self, path: str | Path) -> "Bundle":
+        """Load a classifier saved by chapter 6's `save_classifier` (weights_only) for the Classify tab."""
+        from ch06_classify import load_classifier  # chapter 6 only when its tab is used
+
+        self.classifier, self.classifier_extra = load_classifier(path, self.device)
+        self.classifier_path = Path(path)
+        return self
 
 
 def default_checkpoint() -> Path | None:
@@ -85,17 +93,14 @@ def default_checkpoint() -> Path | None:
     return next((p for p in candidates if p.is_file()), None)
 
 
-def load_bundle(checkpoint: str | Path, classifier: str | Path | None = None,
-                device: torch.device | str | None = None) -> Bundle:
-    """Load a GPT checkpoint (and optionally a chapter-6 classifier) once, for every request.
+def load_bundle(checkpoint: str | Path, device: torch.device | str | None = None) -> Bundle:
+    """Load a GPT checkpoint once, for every request, on `device` (default: `get_device()`).
 
-    Both files are read with `weights_only=True` (chapter 5's `load_checkpoint`): nothing in
-    them is executed. The model runs on its fast path (fused kernels; tested equal to the
-    readable one). Raises ValueError for a file that is not a GPT language-model checkpoint.
+    The file is read with `weights_only=True` (chapter 5's `load_checkpoint`): nothing in it is
+    executed. The model runs on its fast path (fused kernels; tested equal to the readable
+    one). Raises ValueError for a file that is not a GPT language-model checkpoint.
     """
-    from ch06_classify import load_classifier  # chapter 6 only when its tab is used
-
-    device = get_device(device)
+    device = get_device(None if device is None else str(device))  # checks the accelerator exists
     path = Path(checkpoint)
     ckpt = load_checkpoint(path, device)
     if "num_classes" in ckpt:
@@ -108,11 +113,7 @@ def load_bundle(checkpoint: str | Path, classifier: str | Path | None = None,
     base = str(ckpt.get("base") or "")  # chapter 7 stores the base model's name
     recipe = (ckpt.get("info") or {}).get("recipe") or {}  # chapter 5's fallback stores its recipe
     fallback = base.startswith("tinystories") or str(recipe.get("file_name", "")).startswith("tinystories")
-    bundle = Bundle(model, path, "instruction" if base else "pretrained", fallback, device, gpt2_encoding())
-    if classifier is not None:
-        bundle.classifier, bundle.classifier_extra = load_classifier(classifier, device)
-        bundle.classifier_path = Path(classifier)
-    return bundle
+    return Bundle(model, path, "instruction" if base else "pretrained", fallback, device, gpt2_encoding())
 
 
 def describe(bundle: Bundle) -> str:
@@ -229,24 +230,25 @@ def chat_prompt(tokenizer, history: list, message: str, n_ctx: int, max_new_toke
     """(prompt ids, notes): the earlier turns laid out as training examples (`encode_example`:
     prompt, answer, end token), then the new message in the training format (`format_prompt`).
 
-    The oldest turns are left out until the answer has room in the window (`n_ctx` tokens). A
+    Only the latest turns that leave the answer room in the window (`n_ctx` tokens) are kept. A
     message longer than the window on its own keeps its last `n_ctx` tokens.
     """
-    turns = [encode_example({"instruction": q, "input": "", "output": a}, tokenizer)[0] for q, a in history]
     ids = tokenizer.encode(format_prompt({"instruction": message, "input": ""}), disallowed_special=())
-    notes = []
     if len(ids) > n_ctx:
-        notes.append(f"The prompt is {len(ids)} tokens, longer than the model's window of {n_ctx}: "
-                     f"the model sees only its last {n_ctx} tokens.")
-        return ids[-n_ctx:], notes
-    dropped = 0
-    while turns and sum(map(len, turns)) + len(ids) + max_new_tokens > n_ctx:
-        turns.pop(0)
-        dropped += 1
-    if dropped:
-        notes.append(f"The conversation no longer fits the window of {n_ctx} tokens: the model "
-                     f"does not see the first {dropped} of its turns.")
-    return [t for turn in turns for t in turn] + ids, notes
+        return ids[-n_ctx:], [f"The prompt is {len(ids)} tokens, longer than the model's window of "
+                              f"{n_ctx}: the model sees only its last {n_ctx} tokens."]
+    room, kept = n_ctx - len(ids) - max_new_tokens, []
+    for question, answer in reversed(history):  # newest first; stop at the first that does not fit
+        turn = encode_example({"instruction": question, "input": "", "output": answer}, tokenizer)[0]
+        if len(turn) > room:
+            break
+        kept.insert(0, turn)
+        room -= len(turn)
+    notes = []
+    if len(kept) < len(history):
+        notes.append(f"The conversation no longer fits the window of {n_ctx} tokens: the model does "
+                     f"not see the first {len(history) - len(kept)} of its turns.")
+    return [t for turn in kept for t in turn] + ids, notes
 
 
 def _note(notes: list[str]) -> str:
@@ -296,7 +298,7 @@ def chat_reply(bundle: Bundle, message, temperature, top_k, top_p, max_new_token
     answer = extract_response(decode(tok, new))
     history.append((text, answer))
     notes.append(f"{len(new)} tokens, {stop}.")
-    shown_answer = answer or "(an empty answer: the model ended at once)"
+    shown_answer = answer or "(an empty answer)"
     yield messages + [{"role": "assistant", "content": shown_answer}], history, _note(notes), ""
 
 
@@ -379,7 +381,7 @@ def build_app(bundle: Bundle):
     with gr.Blocks(title="Talk to your model", analytics_enabled=False) as demo:
         gr.Markdown(describe(bundle), elem_id="header")
         with gr.Tab("Chat", elem_id="tab-chat"):
-            chatbot = gr.Chatbot(label="Conversation", height=360, elem_id="chatbot")
+            chatbot = gr.Chatbot(label="Conversation", height=360, buttons=["copy_all"], elem_id="chatbot")
             history = gr.State([])
             with gr.Row():
                 prompt = gr.Textbox(label="Your message (Enter sends it)", scale=5, autofocus=True,
@@ -457,8 +459,13 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+
+
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="A local web page to talk to a chapter checkpoint.")
+    parser = argparse.ArgumentParser(prog="python -m ch07_instruct.chat",
+                                     description="A local web page to talk to a chapter checkpoint.")
     parser.add_argument("--checkpoint", type=Path, default=None,
                         help="a GPT checkpoint (default: chapter 7's model in checkpoints/, else chapter 5's fallback)")
     parser.add_argument("--classifier", type=Path, default=None,
@@ -473,16 +480,25 @@ def main(argv: list[str] | None = None) -> None:
     if checkpoint is None:
         parser.error(f"no model found in {shown(checkpoint_dir())}: run chapter 7's notebook (or "
                      "`python -m ch05_pretrain.fallback`), or pass --checkpoint PATH")
-    for flag, path in (("--checkpoint", checkpoint), ("--classifier", args.classifier)):
+    for flag, path in (("--checkpoint", args.checkpoint), ("--classifier", args.classifier)):
         if path is not None and not path.is_file():
             parser.error(f"{flag} {str(path)!r}: no such file")
     if not args.host.strip():
         parser.error("--host '': give an address, e.g. 127.0.0.1")
     try:
-        bundle = load_bundle(checkpoint, args.classifier, args.device)
-    except (ValueError, RuntimeError, OSError) as e:  # not a checkpoint, unknown device, ...
-        parser.error(f"cannot load {shown(checkpoint)} on device {args.device or 'auto'}: "
-                     f"{str(e).splitlines()[0]}")
+        device = get_device(args.device)
+    except RuntimeError as e:  # an unknown name, or an accelerator this machine lacks
+        unknown = "Expected one of" in str(e)  # torch's words for a name it does not know
+        parser.error(f"--device {args.device!r}: " + ("not a device; use cuda, mps or cpu" if unknown else _first_line(e)))
+    try:
+        bundle = load_bundle(checkpoint, device)
+    except (ValueError, TypeError, RuntimeError, OSError) as e:  # not a checkpoint, not a GPT, ...
+        parser.error(f"--checkpoint {shown(checkpoint)!r}: {_first_line(e)}")
+    try:
+        if args.classifier is not None:
+            bundle.add_classifier(args.classifier)
+    except (ValueError, TypeError, RuntimeError, OSError) as e:
+        parser.error(f"--classifier {str(args.classifier)!r}: {_first_line(e)}")
     if not _is_loopback(args.host):
         print(f"Warning: --host {args.host} makes the page reachable from other computers, "
               "without a password.", file=sys.stderr)
@@ -490,12 +506,10 @@ def main(argv: list[str] | None = None) -> None:
     try:
         url = serve(demo, args.host, args.port)
     except OSError as e:
-        parser.exit(1, f"cannot listen on --host {args.host} --port {args.port or 'auto'}: {e}\n")
+        parser.exit(1, f"cannot listen on --host {args.host} --port {args.port or 'auto'}: {_first_line(e)}\n")
     print(f"Chat page: {url}  (Ctrl+C stops it)")
     try:
         demo.block_thread()
-    except KeyboardInterrupt:
-        pass
     finally:
         demo.close()
 

@@ -170,11 +170,16 @@ def test_load_bundle_refuses_a_classifier_as_the_model(tmp_path):
     (["--port", "99999"], ["--port", "99999"]),
     (["--port", "web"], ["--port", "web"]),
     (["--checkpoint", "no/such.pt"], ["--checkpoint", "no/such.pt", "no such file"]),
-    (["--classifier", "missing.pt"], ["--classifier", "missing.pt"]),
+    (["--checkpoint", "{text}"], ["--checkpoint", "notes.txt", "not a PyTorch file"]),
+    (["--checkpoint", "{model}", "--classifier", "{model}"], ["--classifier", "model.pt", "not a classifier"]),
+    (["--checkpoint", "{model}", "--device", "tpu"], ["--device", "tpu", "use cuda, mps or cpu"]),
 ])
-def test_command_line_errors_name_the_argument(argv, words, capsys):
+def test_command_line_errors_name_the_argument(argv, words, tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("not a model", encoding="utf-8")
+    save_checkpoint(tmp_path / "model.pt", tiny_model())
+    paths = {"text": tmp_path / "notes.txt", "model": tmp_path / "model.pt"}
     with pytest.raises(SystemExit) as e:
-        chat.main(argv)
+        chat.main([a.format(**paths) for a in argv])
     assert e.value.code == 2
     err = capsys.readouterr().err
     assert all(w in err for w in words), err
@@ -207,7 +212,7 @@ def app(tmp_path_factory):
     folder = tmp_path_factory.mktemp("chat")
     model_path = save_checkpoint(folder / "tiny.pt", tiny_model(), base="tiny-random")
     clf_path = save_classifier(folder / "clf.pt", to_classifier(tiny_model(1)), max_length=20)
-    bundle = load_bundle(model_path, clf_path, device="cpu")
+    bundle = load_bundle(model_path, device="cpu").add_classifier(clf_path)
     demo = chat.build_app(bundle)
     url = chat.serve(demo, "127.0.0.1", free_port())
     try:
