@@ -447,9 +447,10 @@ def _first_request(url: str) -> None:
     """
     import httpx  # Gradio's own HTTP client
 
-    try:
-        r = httpx.post(url + "gradio_api/call/complete", json={"data": ["Hello", 0.0, 0, 1.0, 1]}, timeout=60)
-        httpx.get(url + f"gradio_api/call/complete/{r.json()['event_id']}", timeout=60)
+    try:  # trust_env=False: straight to this computer, never through a proxy from the environment
+        with httpx.Client(trust_env=False, timeout=30) as client:
+            r = client.post(url + "gradio_api/call/complete", json={"data": ["Hello", 0.0, 0, 1.0, 1]})
+            client.get(url + f"gradio_api/call/complete/{r.json()['event_id']}")
     except (httpx.HTTPError, KeyError, ValueError):
         pass
 

@@ -105,6 +105,9 @@ def test_type_a_prompt_press_enter_and_watch_tokens_arrive(browser, tiny_page, t
     assert page.input_value("#prompt textarea") == ""  # the box is ready for the next message
     page.screenshot(path=tmp_path / "chat-page.png", full_page=True)
     assert (tmp_path / "chat-page.png").stat().st_size > 10_000
+    page.locator("#chatbot").get_by_role("button", name="Clear").click()  # the trash icon
+    page.wait_for_function(f"({NOTE})().trim() === ''")  # the conversation is forgotten too
+    assert page.locator("#chatbot .user").count() == 0
     assert page.errors == []
     page.close()
 
