@@ -18,11 +18,11 @@ import torch
 
 from ch04_gpt import GPT_CONFIGS, GPTConfig, GPTModel
 from ch05_pretrain import save_checkpoint
+from ch07_instruct import chat
 
 pytest.importorskip("gradio", reason="the chat page needs gradio (pip install -r requirements.txt)")
-sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (its own "
-                               "browser download is not needed: Debian's chromium is used)")
-from ch07_instruct import chat  # noqa: E402
+sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright is not installed: pip install "
+                               "playwright (its own browser download is not needed: Debian's chromium is used)")
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:gradio.queueing")
 
