@@ -13,13 +13,13 @@ import json
 import os
 import platform
 import statistics
-import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-import psutil
 import torch
+
+from ch05_pretrain.memory import PeakRSS  # noqa: F401  (the benchmarks import it from here)
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"  # git-ignored
 
@@ -94,37 +94,6 @@ def matmul_peak_gflops(n: int = 2048, repeats: int = 5) -> float:
     a @ b  # warm up (thread pool, allocator)
     best = min(time_call(lambda: a @ b) for _ in range(repeats))
     return 2 * n**3 / best / 1e9
-
-
-class PeakRSS:
-    """Context manager that samples this process's resident memory (RSS) every `interval` s.
-
-    `peak_increase` = highest RSS seen inside the block minus RSS on entry, in bytes: the extra
-    memory one step needs (activations, gradients, temporary buffers).
-    """
-
-    def __init__(self, interval: float = 0.002):
-        self.interval = interval
-        self.proc = psutil.Process()
-        self.peak_increase = 0
-
-    def _poll(self) -> None:
-        while not self._stop.is_set():
-            self._peak = max(self._peak, self.proc.memory_info().rss)
-            self._stop.wait(self.interval)
-
-    def __enter__(self) -> "PeakRSS":
-        self._start = self._peak = self.proc.memory_info().rss
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._poll, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
-        self._peak = max(self._peak, self.proc.memory_info().rss)
-        self.peak_increase = self._peak - self._start
 
 
 def summary_row(benchmark: str, variant: str, metric: str, value: float, ratio_vs_hf: float | None = None,
