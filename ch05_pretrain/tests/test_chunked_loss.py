@@ -1,5 +1,6 @@
 """chunked_lm_loss / linear_cross_entropy: the same loss and gradients as lm_loss, without (N, V) logits."""
 
+import dataclasses
 import functools
 
 import pytest
@@ -198,6 +199,18 @@ def test_train_history_equals_lm_loss():
     assert ours.step == ref.step == list(range(1, 10))
     torch.testing.assert_close(torch.tensor(ours.train_loss), torch.tensor(ref.train_loss), rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(torch.tensor(ours.val_loss), torch.tensor(ref.val_loss), rtol=1e-4, atol=1e-5)
+
+
+def test_fallback_pretraining_with_chunked_loss_equals_lm_loss():
+    # train_fallback trains with chunked_lm_loss; the fast recipe, shortened, gives lm_loss's history.
+    from ch05_pretrain import fallback
+
+    recipe = dataclasses.replace(fallback.FAST, max_steps=6, eval_every=3, text_chars=12_000)
+    ref = fallback.train_fallback(recipe, torch.device("cpu"), verbose=False, loss_fn=lm_loss)[1]["history"]
+    ours = fallback.train_fallback(recipe, torch.device("cpu"), verbose=False)[1]["history"]
+    assert ours["step"] == ref["step"] == [3, 6]
+    for key in ("train_loss", "val_loss"):
+        torch.testing.assert_close(torch.tensor(ours[key]), torch.tensor(ref[key]), rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
