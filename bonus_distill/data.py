@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset
+from tqdm import tqdm  # plain text bar: works in terminals, notebooks and CI logs
 
 from ch02_data import EOT_ID, DownloadError, fast_dev_run, fetch, gpt2_encoding, pick
 from ch04_gpt import GPTConfig, GPTModel
@@ -111,8 +112,6 @@ def teacher_generated_tokens(teacher: nn.Module, n_tokens: int, row_tokens: int 
     <|endoftext|> (a new story) and continue for `row_tokens` sampled tokens, joined into one
     stream (each row keeps its leading <|endoftext|>, so rows meet at a story boundary).
     This is the corpus of sequence-level distillation (Kim & Rush 2016)."""
-    from tqdm.auto import tqdm
-
     n_tokens = _positive("n_tokens", n_tokens, "tokens to generate")
     device = next(teacher.parameters()).device
     generator = torch.Generator(device=device).manual_seed(seed)

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn as nn
-from tqdm.auto import tqdm
+from tqdm import tqdm  # plain text bar: works in terminals, notebooks and CI logs
 
 MAGIC = b"GPT-DISTILL-TARGETS v1\n"
 HEADER_BYTES = 4096
