@@ -49,9 +49,9 @@ def _check_chunk_size(chunk_size) -> None:
                          f"at once, e.g. {DEFAULT_CHUNK_SIZE})")
 
 
-def _counted_rows(targets: torch.Tensor, V: int) -> tuple[torch.Tensor | None, torch.Tensor, int]:
-    """Which flattened positions count: (their indices, or None when all count; their targets
-    (N,) int64; N). Raises NoTargetsError when none counts and ValueError for a target outside
+def _counted_rows(targets: torch.Tensor, V: int) -> tuple[torch.Tensor | None, torch.Tensor]:
+    """Which flattened positions count: (their indices, or None when all count; their N targets,
+    (N,) int64). Raises NoTargetsError when none counts and ValueError for a target outside
     [0, V). One read-back from the device, made before any model work is queued."""
     flat = targets.reshape(-1)  # (B*T,)
     counted = flat != IGNORE_INDEX
@@ -66,9 +66,9 @@ def _counted_rows(targets: torch.Tensor, V: int) -> tuple[torch.Tensor | None, t
         raise ValueError(f"target {bad} is not a class of this head; targets must be in [0, {V - 1}] "
                          f"or {IGNORE_INDEX} (not counted)")
     if n == flat.numel():  # pretraining: every position counts, no gather needed
-        return None, flat.long(), n
+        return None, flat.long()
     rows = counted.nonzero().squeeze(1)  # (N,) positions of the counted targets
-    return rows, flat[rows].long(), n
+    return rows, flat[rows].long()
 
 
 def _chunk_loop(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, y: torch.Tensor,
@@ -205,7 +205,7 @@ def linear_cross_entropy(
         NoTargetsError: when every target is -100.
     """
     _check_chunk_size(chunk_size)
-    rows, y, _ = _counted_rows(targets, weight.shape[0])
+    rows, y = _counted_rows(targets, weight.shape[0])
     return _mean_loss(hidden, weight, bias, targets, rows, y, chunk_size)
 
 
@@ -239,6 +239,6 @@ def chunked_lm_loss(model: nn.Module, batch, chunk_size: int = DEFAULT_CHUNK_SIZ
     _check_chunk_size(chunk_size)
     net = _plain_model(model)
     inputs, targets = batch
-    rows, y, _ = _counted_rows(targets, net.out_head.out_features)  # before any model work
+    rows, y = _counted_rows(targets, net.out_head.out_features)  # before any model work
     hidden = net.hidden_states(inputs)  # (B, T, C), after the final norm
     return _mean_loss(hidden, net.out_head.weight, net.out_head.bias, targets, rows, y, chunk_size)
