@@ -3,10 +3,11 @@
 A step = forward, cross-entropy on shifted targets, backward, AdamW update, in fp32, for the
 GPT-2 124M configuration at batch 2 x 256 (the shape chapter 5 trains with). Every variant takes
 its loss with `ch05_pretrain.lm_loss` on the model's logits, except "fast path + chunked loss",
-which uses `ch05_pretrain.chunked_lm_loss` (the same loss without the (B*T, V) logits). All variants live in
-the same process and run in turn, one step each per round with the order rotating between rounds,
-so a slow spell on a shared machine hits all of them alike. We report median step times, and compare with HF by the median of
-the per-round ratios (`common.paired_ratio`), which cancels the machine's drift between rounds.
+which uses `ch05_pretrain.chunked_lm_loss` (the same loss without the (B*T, V) logits). All
+variants live in the same process and run in turn, one step each per round with the order
+rotating between rounds, so a slow spell on a shared machine hits all of them alike. We report
+median step times, and compare with HF by the median of the per-round ratios
+(`common.paired_ratio`), which cancels the machine's drift between rounds.
 
 Model FLOPs utilisation (MFU) uses the standard count of training FLOPs per token,
     6 N + 12 L C T
@@ -161,7 +162,7 @@ def main() -> None:
     print_machine(info)
     peak = matmul_peak_gflops()  # measured again after the steps; the higher value is kept
     print(f"config: C={cfg.emb_dim} L={cfg.n_layers} nh={cfg.n_heads} V={cfg.vocab_size}; "
-          f"batch {B} x {T}; loss ch05_pretrain.lm_loss, chunked_lm_loss with chunks of {args.chunk_size} rows")
+          f"batch {B} x {T}; loss ch05_pretrain.lm_loss (chunked_lm_loss: chunks of {args.chunk_size} rows)")
 
     variants = build_variants(cfg, args.compile, args.chunk_size)
     fpt = flops_per_token(variants[0]["module"])

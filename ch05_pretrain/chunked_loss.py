@@ -216,7 +216,9 @@ def _plain_model(model: nn.Module) -> nn.Module:
                          "wrapper does not run through its forward (so it would not synchronise "
                          "gradients); use lm_loss for a wrapped model")
     model = unwrap(model)
-    if not (callable(getattr(model, "hidden_states", None)) and isinstance(getattr(model, "out_head", None), nn.Linear)):
+    has_parts = callable(getattr(model, "hidden_states", None)) and isinstance(
+        getattr(model, "out_head", None), nn.Linear)
+    if not has_parts:
         raise TypeError(f"chunked_lm_loss needs a model with hidden_states() and a linear out_head "
                         f"(a GPTModel); got a {type(model).__name__}; use lm_loss for other models")
     return model
