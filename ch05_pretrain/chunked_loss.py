@@ -41,6 +41,9 @@ from .losses import IGNORE_INDEX, NoTargetsError
 # (GPT-2 124M at 2 x 256; the TinyStories fallback at 4 x 256) and 1024 by 1% (the fallback):
 # smaller chunks add passes over the (V, C) gradient buffer, larger ones hold more logits.
 DEFAULT_CHUNK_SIZE = 512
+# Device types whose chunk logits are computed as (V, n) columns (see _chunk_loop); elsewhere
+# they are (n, V) rows. A tuple so that the tests can run the row layout on the CPU too.
+COLUMN_LAYOUT_DEVICES = ("cpu",)
 
 
 def _check_chunk_size(chunk_size) -> None:
@@ -86,7 +89,12 @@ def _chunk_loop(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
     loss_sum = torch.zeros((), dtype=torch.float32, device=h.device)
     # One logits buffer for every chunk: a fresh (n, V) tensor per chunk would be fresh memory
     # each time, which the operating system must hand over (and zero) page by page.
-    z_buf = torch.empty(min(chunk_size, N), V, dtype=torch.float32, device=h.device) if fp32 else None
+    z_buf = torch.empty(min(chunk_size, N) * V, dtype=torch.float32, device=h.device) if fp32 else None
+    # On the CPU the chunk's logits are computed as W h_c^T, (V, n) in memory, and used through
+    # the transposed view (n, V): MKL writes that product, and reads it back for d W, faster
+    # than h_c W^T (a 2-core EPYC, 4 x 256 positions, C = 256: 0.61 against 0.72 s for the
+    # head's forward and backward). The numbers are the same products, summed in another order.
+    columns = h.device.type in COLUMN_LAYOUT_DEVICES
     grad_h = grad_w = grad_b = None
     if with_grads:
         grad_h = torch.empty_like(h)  # (N, C): each chunk fills its own rows
@@ -96,8 +104,10 @@ def _chunk_loop(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
         h_c = h[start:start + chunk_size].to(mm_dtype)  # (n, C), n <= chunk_size
         y_c = y[start:start + chunk_size]  # (n,)
         n = h_c.shape[0]
-        if fp32:
-            z = torch.mm(h_c, w.T, out=z_buf[:n])  # (n, V): the only logits that exist at any time
+        if fp32 and columns:  # (n, V) logits, stored as (V, n): the only logits at any time
+            z = torch.mm(w, h_c.T, out=z_buf[:V * n].view(V, n)).T
+        elif fp32:
+            z = torch.mm(h_c, w.T, out=z_buf[:n * V].view(n, V))  # (n, V)
         else:
             z = (h_c @ w.T).float()  # bf16 products, rounded once, then float32 from here on
         if bias is not None:

@@ -57,6 +57,23 @@ def test_loss_and_all_gradients_equal_lm_loss(chunk_size, ignored, tie_weights):
     assert_same_as_lm_loss(make_model(tie_weights), make_batch(ignored=ignored), chunk_size)
 
 
+@pytest.mark.parametrize("chunk_size", [5, 24])
+@pytest.mark.parametrize("layout", ["rows", "columns"])
+def test_both_logit_layouts_equal_lm_loss(monkeypatch, layout, chunk_size):
+    # The CPU computes each chunk's logits as (V, n) columns; other devices as (n, V) rows.
+    # Both are checked here, on the CPU, with and without a last chunk shorter than the others.
+    devices = ("cpu",) if layout == "columns" else ()
+    monkeypatch.setattr("ch05_pretrain.chunked_loss.COLUMN_LAYOUT_DEVICES", devices)
+    for tie_weights in (False, True):
+        assert_same_as_lm_loss(make_model(tie_weights), make_batch(ignored=2), chunk_size)
+    hidden = torch.randn(3, 7, 16, generator=torch.Generator().manual_seed(2))
+    weight = torch.randn(V, 16, generator=torch.Generator().manual_seed(3))
+    targets = make_batch(B=3)[1][:, :7]
+    with torch.no_grad():  # the evaluation branch, which has no autograd.Function around it
+        got = linear_cross_entropy(hidden, weight, targets, chunk_size=chunk_size)
+    torch.testing.assert_close(got, F.cross_entropy((hidden @ weight.T).flatten(0, 1), targets.flatten()))
+
+
 def test_fast_path_and_scattered_ignored_targets():
     inputs, targets = make_batch(B=4, seed=5)
     targets[torch.rand(targets.shape, generator=torch.Generator().manual_seed(0)) < 0.4] = -100
