@@ -75,13 +75,14 @@ def _counted_rows(targets: torch.Tensor, V: int) -> tuple[torch.Tensor | None, t
 
 
 def _chunk_loop(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, y: torch.Tensor,
-                chunk_size: int, mm_dtype: torch.dtype, with_grads: bool):
+                chunk_size: int, mm_dtype: torch.dtype, with_grads: bool, weight_grad: bool = True):
     """Mean cross-entropy of the N rows of h (N, C) against targets y (N,), chunk by chunk.
 
     Returns (loss, grads): a float32 scalar, and with `with_grads` the gradients of that mean
     with respect to h (N, C), weight (V, C) and bias (V,) or None; else grads is None.
     The matmuls run in `mm_dtype` (bfloat16 under autocast, else float32); the soft-max, the
     loss and the summed gradients of weight and bias always in float32.
+    `weight_grad=False` skips d W and d b (for a frozen head, as with LoRA): one matmul of three.
     """
     N, V = h.shape[0], weight.shape[0]
     fp32 = mm_dtype == torch.float32
@@ -98,7 +99,7 @@ def _chunk_loop(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
     grad_h = grad_w = grad_b = None
     if with_grads:
         grad_h = torch.empty_like(h)  # (N, C): each chunk fills its own rows
-        if bias is not None:
+        if bias is not None and weight_grad:
             grad_b = torch.zeros(V, dtype=torch.float32, device=bias.device)
     for start in range(0, N, chunk_size):
         h_c = h[start:start + chunk_size].to(mm_dtype)  # (n, C), n <= chunk_size
@@ -125,10 +126,12 @@ def _chunk_loop(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None
         # total * N normalises the soft-max and takes the mean in one pass over the chunk.
         dz = e.mul_((total * N).reciprocal_())  # (n, V)
         dz.scatter_add_(1, y_c.unsqueeze(1), torch.full((n, 1), -1.0 / N, device=dz.device))
-        if bias is not None:
-            grad_b += dz.sum(dim=0)  # z = h W^T + b: each row's dz reaches b once
         dz_mm = dz.to(mm_dtype)
         grad_h[start:start + n] = dz_mm @ w  # (n, V) @ (V, C) -> (n, C)
+        if not weight_grad:
+            continue
+        if bias is not None:
+            grad_b += dz.sum(dim=0)  # z = h W^T + b: each row's dz reaches b once
         # d W = sum over chunks of dz^T h_c: the first chunk writes the (V, C) buffer, the
         # others add into it in place (addmm_), so no second (V, C) tensor is ever made.
         if grad_w is None:
@@ -147,8 +150,10 @@ class _LinearCrossEntropy(torch.autograd.Function):
     def forward(ctx, h, weight, bias, y, chunk_size, mm_dtype):
         # Autocast is switched off inside: `mm_dtype` already says what it would have chosen, and
         # explicit casts keep the float32 parts float32.
+        # A frozen head (LoRA, or requires_grad_(False)) needs no d W: skip its matmul.
+        weight_grad = ctx.needs_input_grad[1] or ctx.needs_input_grad[2]
         with torch.autocast(device_type=h.device.type, enabled=False):
-            loss, ctx.grads = _chunk_loop(h, weight, bias, y, chunk_size, mm_dtype, True)
+            loss, ctx.grads = _chunk_loop(h, weight, bias, y, chunk_size, mm_dtype, True, weight_grad)
         ctx.dtypes = (h.dtype, weight.dtype, None if bias is None else bias.dtype)
         return loss  # the mean over counted targets, as F.cross_entropy
 

@@ -35,7 +35,7 @@ def loss_and_grads(model, loss_fn, batch):
     model.zero_grad(set_to_none=True)
     loss = loss_fn(model, batch)
     loss.backward()
-    return loss.detach(), {k: p.grad.clone() for k, p in model.named_parameters()}
+    return loss.detach(), {k: p.grad.clone() for k, p in model.named_parameters() if p.grad is not None}
 
 
 def assert_same_as_lm_loss(model, batch, chunk_size):
@@ -72,6 +72,25 @@ def test_both_logit_layouts_equal_lm_loss(monkeypatch, layout, chunk_size):
     with torch.no_grad():  # the evaluation branch, which has no autograd.Function around it
         got = linear_cross_entropy(hidden, weight, targets, chunk_size=chunk_size)
     torch.testing.assert_close(got, F.cross_entropy((hidden @ weight.T).flatten(0, 1), targets.flatten()))
+
+
+def test_frozen_head_gets_no_gradient_and_the_rest_equal_lm_loss():
+    model = make_model(tie_weights=False)
+    model.out_head.requires_grad_(False)  # as LoRA leaves it
+    batch = make_batch(ignored=2)
+    loss_ref, grads_ref = loss_and_grads(model, lm_loss, batch)
+    loss, grads = loss_and_grads(model, functools.partial(chunked_lm_loss, chunk_size=5), batch)
+    assert model.out_head.weight.grad is None and "out_head.weight" not in grads_ref
+    torch.testing.assert_close(loss, loss_ref)
+    assert grads.keys() == grads_ref.keys()
+    for name in grads_ref:
+        torch.testing.assert_close(grads[name], grads_ref[name], rtol=1e-5, atol=1e-6, msg=name)
+    # No (V, C) gradient buffer is made for the frozen weight: the largest tensor is a chunk of logits.
+    hidden = torch.randn(12, 64, requires_grad=True)
+    weight = torch.randn(500, 64)  # (V, C) = 32,000 values, frozen
+    with LargestTensor() as seen:
+        linear_cross_entropy(hidden, weight, torch.randint(0, 500, (12,)), chunk_size=4).backward()
+    assert hidden.grad is not None and seen.largest == 4 * 500
 
 
 def test_fast_path_and_scattered_ignored_targets():
