@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ch02_data import DownloadError, fast_dev_run
 from ch04_gpt import GPTModel
-from ch05_pretrain import History, fast_adamw, lm_loss, load_gpt2, load_model, save_checkpoint, train
+from ch05_pretrain import History, chunked_lm_loss, fast_adamw, load_gpt2, load_model, save_checkpoint, train
 from ch05_pretrain.checkpoint import unwritable_reason
 from ch05_pretrain.fallback import checkpoint_dir, get_fallback_model, shown
 
@@ -51,8 +51,11 @@ def fine_tune(
 
     The trainable parameters (all of them, or only LoRA adapters after `add_lora`) get an AdamW
     with the recipe's learning rate, schedule and weight decay; the model trains on its fast
-    path (the same function, fused kernels) and is switched back afterwards. `epochs` overrides
-    the recipe's. With `eval_every`, the validation loss is recorded every that many steps.
+    path (the same function, fused kernels) and is switched back afterwards. The loss is
+    `lm_loss` computed by chapter 5's `chunked_lm_loss` (the same value and gradients): it
+    skips the logits of the prompt and padding positions, whose targets are -100, and never
+    holds the (B, T, V) logits. `epochs` overrides the recipe's. With `eval_every`, the
+    validation loss is recorded every that many steps.
     """
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
@@ -60,7 +63,7 @@ def fine_tune(
     optimizer = fast_adamw(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
     model.set_fast_path(True)
     try:
-        return train(model, optimizer, train_loader, lm_loss, val_loader=val_loader,
+        return train(model, optimizer, train_loader, chunked_lm_loss, val_loader=val_loader,
                      epochs=recipe.epochs if epochs is None else epochs, eval_every=eval_every,
                      eval_batches=eval_batches, lr_schedule=recipe.lr_schedule, seed=seed,
                      progress=progress)

@@ -8,6 +8,7 @@ import torch
 
 from ch02_data import gpt2_encoding
 from ch04_gpt import GPTConfig, GPTModel
+from ch05_pretrain import fast_adamw, lm_loss, train
 from ch06_classify import add_lora
 from ch07_instruct import (
     InstructionDataset,
@@ -38,6 +39,19 @@ def test_fine_tune_lowers_the_loss_and_restores_the_readable_path():
                         eval_every=2, progress=False)
     assert history.val_loss[-1] < history.val_loss[0]
     assert not any(getattr(m, "use_sdpa", False) or getattr(m, "fast", False) for m in model.modules())
+
+
+def test_fine_tune_records_what_train_with_lm_loss_records():
+    # fine_tune's loss is chunked_lm_loss: the same losses as lm_loss, step for step.
+    recipe = Recipe(lr=3e-3, lr_schedule="cosine")
+    history = fine_tune(tiny_model(), loader(), loader(), recipe=recipe, epochs=2, eval_every=2, progress=False)
+    model = tiny_model().set_fast_path(True)
+    reference = train(model, fast_adamw(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay),
+                      loader(), lm_loss, val_loader=loader(), epochs=2, eval_every=2,
+                      lr_schedule=recipe.lr_schedule, seed=123, progress=False)
+    assert history.step == reference.step and len(history.step) >= 2
+    for a, b in ((history.train_loss, reference.train_loss), (history.val_loss, reference.val_loss)):
+        assert max(abs(x - y) for x, y in zip(a, b)) < 1e-4
 
 
 def test_fine_tune_with_lora_changes_only_the_adapters():
