@@ -4,8 +4,15 @@
 mode, no gradients. Both models get the same (random) weights, copied from the Hugging Face
 model with `ch04_gpt.load_hf_gpt2_weights`, so greedy decoding must produce the same tokens;
 the script checks that. Variants run in turn (ours cached, ours uncached, ours fast path cached,
-HF), `--repeats` times, the order rotating between rounds. We report the median time of each and compare with HF by the median of
-the per-round ratios (`common.paired_ratio`), which cancels the machine's drift between rounds.
+HF), `--repeats` times, the order rotating between rounds. We report the median time of each and
+compare with HF by the median of the per-round ratios (`common.paired_ratio`), which cancels the
+machine's drift between rounds.
+
+Two more rows time a floor rather than a decoder: per token, one matrix-vector product with every
+weight matrix of the model and nothing else (`matmul_floor`), in nn.Linear's (out, in) layout and
+in the (in, out) layout of HF's Conv1D blocks. At batch 1 decoding reads every weight once per
+token, so no fp32 decoder in that layout can be faster than its floor; HF's time over the floor's
+is the most any of ours could gain on HF.
 
 Usage:
     python benchmarks/bench_generate.py              # full run
@@ -18,11 +25,16 @@ import argparse
 import time
 
 import torch
+import torch.nn.functional as F
 from common import (RESULTS_DIR, machine_info, markdown_table, median, paired_ratio, print_machine,
                     summary_row, write_json)
 
 from ch04_gpt import GPT_CONFIGS, GPTConfig, GPTModel, load_hf_gpt2_weights
 from ch05_pretrain.generate import generate
+
+
+FLOOR = "floor: weight matmuls only"
+FLOOR_T = "floor: weight matmuls only, (in, out) layout"
 
 
 def build_models(cfg: GPTConfig) -> tuple[GPTModel, torch.nn.Module]:
@@ -39,6 +51,31 @@ def build_models(cfg: GPTConfig) -> tuple[GPTModel, torch.nn.Module]:
     hf.generation_config.pad_token_id = eos  # silences "setting pad_token_id" on every call
     ours = load_hf_gpt2_weights(GPTModel(cfg), hf.state_dict().items()).eval()
     return ours, hf
+
+
+def matmul_floor(model: GPTModel, transposed: bool = False):
+    """A run function that does, per new token, only what no batch-1 decoder of these fp32 weights
+    can skip: one matrix-vector product with every weight matrix (the blocks' and the output
+    head's). No attention, norms, cache or sampling, so its time per token is a floor: HF's time
+    over the floor's bounds how much faster than HF any decoder in that weight layout can be.
+    `transposed` stores each matrix as (in, out), the layout of HF's Conv1D blocks, instead of
+    nn.Linear's (out, in); MKL reads that layout faster in matrix-vector products here."""
+    mats = [m.weight.detach() for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    if transposed:
+        mats = [w.T.contiguous() for w in mats]  # (in, out): x @ w
+    inputs = {w.shape[0 if transposed else 1]: None for w in mats}
+    inputs = {k: torch.randn(1, k) for k in inputs}
+
+    @torch.no_grad()
+    def run(n: int) -> None:
+        for _ in range(n):
+            for w in mats:
+                if transposed:
+                    torch.mm(inputs[w.shape[0]], w)
+                else:
+                    F.linear(inputs[w.shape[1]], w)
+
+    return run
 
 
 def main() -> None:
@@ -80,6 +117,8 @@ def main() -> None:
         "ours, no cache": lambda n: ours_run(False, False, n),
         "ours, fast path + KV cache": lambda n: ours_run(True, True, n),
         "HF generate (sdpa, cache)": hf_run,
+        FLOOR: matmul_floor(ours),
+        FLOOR_T: matmul_floor(ours, transposed=True),
     }
     for run in variants.values():
         run(8)  # warm up: allocator, thread pool, first-call overheads
@@ -100,19 +139,23 @@ def main() -> None:
     vs_hf = {name: paired_ratio(times[hf_name], ts) for name, ts in times.items()}
     rows = []
     for name in variants:
-        same = torch.equal(tokens[name], tokens[hf_name])
+        same = "n/a" if tokens[name] is None else "yes" if torch.equal(tokens[name], tokens[hf_name]) else "no"
         rows.append({"variant": name, "median time (s)": t[name], "new tokens/s": N / t[name],
-                     "speed vs HF": vs_hf[name], "same tokens as HF": "yes" if same else "no"})
+                     "speed vs HF": vs_hf[name], "same tokens as HF": same})
     print()
     print(markdown_table(rows))
     cached_vs_hf = vs_hf["ours, KV cache"]
     cache_speedup = paired_ratio(times["ours, no cache"], times["ours, KV cache"])
     fast_vs_hf = vs_hf["ours, fast path + KV cache"]
-    all_same = all(r["same tokens as HF"] == "yes" for r in rows)
+    all_same = all(r["same tokens as HF"] in ("yes", "n/a") for r in rows)
     print(f"\nours cached vs HF: {cached_vs_hf:.2f}x tokens/s (goal >= 1.1); "
           f"fast path cached vs HF: {fast_vs_hf:.2f}x (goal >= 1.5); "
           f"ours cached vs uncached: {cache_speedup:.2f}x (goal >= 4); "
           f"all variants produce HF's tokens: {'yes' if all_same else 'no'}")
+    print(f"floor (weight matmuls alone): {1000 * t[FLOOR] / N:.1f} ms per token in nn.Linear's layout, "
+          f"{1000 * t[FLOOR_T] / N:.1f} ms in (in, out) layout, HF {1000 * t[hf_name] / N:.1f} ms: no decoder "
+          f"of these fp32 weights gets past {vs_hf[FLOOR]:.2f}x HF in the first layout, {vs_hf[FLOOR_T]:.2f}x "
+          f"in the second")
 
     summary = [
         summary_row("generate", "ours, KV cache", "new tokens/s", N / t["ours, KV cache"], cached_vs_hf,
@@ -124,6 +167,8 @@ def main() -> None:
         summary_row("generate", "KV cache speed-up (ours cached / uncached)", "ratio", cache_speedup,
                     None, ">= 4"),
         summary_row("generate", hf_name, "new tokens/s", N / t[hf_name], 1.0),
+        summary_row("generate", FLOOR, "new tokens/s", N / t[FLOOR], vs_hf[FLOOR]),
+        summary_row("generate", FLOOR_T, "new tokens/s", N / t[FLOOR_T], vs_hf[FLOOR_T]),
         summary_row("generate", "all of ours", "same greedy tokens as HF (1 = yes)", float(all_same),
                     None, ">= 1"),
     ]
