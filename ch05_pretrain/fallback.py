@@ -7,8 +7,8 @@ with this chapter's `train` on the fast path (614k tokens: 10 minutes at ~1,000 
 idle 2-core Xeon with `lm_loss`, 36 minutes on a busy 2-core EPYC); the model uses GPT-2's
 tokenizer and vocabulary, so it plugs into every later chapter unchanged. Its loss is `lm_loss`
 computed chunk by chunk (`chunked_lm_loss`, the same value and gradients): the output head over
-50,257 tokens is most of this small model's step, and skipping the full logits made a step
-about a fifth faster.
+50,257 tokens is most of this small model's step, and skipping the full logits makes a step take
+0.77 of the time (`benchmarks/bench_recipes.py`).
 The result is cached under `<repository>/checkpoints/` (set CHECKPOINT_DIR to move it), and
 later calls load it in about a second. Pre-train it ahead of time with
 
