@@ -11,19 +11,10 @@ from ch02_data import EOT_ID, gpt2_encoding
 from ch04_gpt import GPTConfig, GPTModel
 from ch05_pretrain import generate, save_checkpoint
 from ch07_instruct import chat
-from ch07_instruct.chat import (
-    LIMITS,
-    NO_CLASSIFIER,
-    BadInput,
-    chat_prompt,
-    check_settings,
-    clean_text,
-    decode,
-    default_checkpoint,
-    describe,
-    load_bundle,
-    stream_tokens,
-)
+from ch07_instruct import chat_model
+from ch07_instruct.chat import NO_CLASSIFIER
+from ch07_instruct.chat_input import LIMITS, MAX_PROMPT_CHARS, BadInput, chat_prompt, check_settings, clean_text
+from ch07_instruct.chat_model import decode, default_checkpoint, describe, load_bundle, stream_tokens
 from ch07_instruct.data import format_prompt
 from ch07_instruct.respond import extract_response
 
@@ -100,8 +91,8 @@ def test_clean_text():
     assert clean_text("Hi\r\nthere\t!") == ("Hi\nthere\t!", [])
     text, notes = clean_text("Hi\x00\x1b[31m\udcff!")  # NUL, an escape sequence, invalid UTF-8
     assert text == "Hi[31m!" and "Removed 3" in notes[0]
-    text, notes = clean_text("x" * (chat.MAX_PROMPT_CHARS + 5) + "END")
-    assert text.endswith("END") and len(text) == chat.MAX_PROMPT_CHARS and "last" in notes[0]
+    text, notes = clean_text("x" * (MAX_PROMPT_CHARS + 5) + "END")
+    assert text.endswith("END") and len(text) == MAX_PROMPT_CHARS and "last" in notes[0]
     for bad in ("", "  \n ", "\x00\x07", None):
         with pytest.raises(BadInput, match="empty"):
             clean_text(bad)
@@ -144,13 +135,13 @@ def test_chat_prompt_keeps_the_end_and_drops_old_turns():
 def test_default_checkpoint_prefers_the_instruction_model(tmp_path, monkeypatch):
     monkeypatch.setenv("CHECKPOINT_DIR", str(tmp_path))
     assert default_checkpoint() is None
-    fallback = chat.checkpoint_dir() / chat.current_recipe().file_name
+    fallback = chat_model.checkpoint_dir() / chat_model.current_recipe().file_name
     save_checkpoint(fallback, tiny_model(), info={"recipe": {"file_name": fallback.name}})
     assert default_checkpoint() == fallback
     bundle = load_bundle(fallback, device="cpu")
     assert bundle.kind == "pretrained" and bundle.fallback
     assert "This is the fallback model" in describe(bundle) and "Complete tab" in describe(bundle)
-    instruct = chat.instruction_checkpoint_path("tinystories-fallback-fast" if chat.fast_dev_run()
+    instruct = chat_model.instruction_checkpoint_path("tinystories-fallback-fast" if chat_model.fast_dev_run()
                                                 else "tinystories-fallback")
     save_checkpoint(instruct, tiny_model(), base="tinystories-fallback")
     assert default_checkpoint() == instruct
