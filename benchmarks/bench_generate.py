@@ -63,8 +63,8 @@ def matmul_floor(model: GPTModel, transposed: bool = False):
     mats = [m.weight.detach() for m in model.modules() if isinstance(m, torch.nn.Linear)]
     if transposed:
         mats = [w.T.contiguous() for w in mats]  # (in, out): x @ w
-    inputs = {w.shape[0 if transposed else 1]: None for w in mats}
-    inputs = {k: torch.randn(1, k) for k in inputs}
+    sizes = {w.shape[0] if transposed else w.shape[1] for w in mats}  # each matrix's input width
+    inputs = {k: torch.randn(1, k) for k in sizes}
 
     @torch.no_grad()
     def run(n: int) -> None:

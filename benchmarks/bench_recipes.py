@@ -31,6 +31,7 @@ import itertools
 import time
 
 import torch
+from bench_train_step import train_step  # forward, loss, backward, AdamW update of one variant
 from common import (RESULTS_DIR, machine_info, markdown_table, median, paired_ratio, print_machine,
                     summary_row, write_json)
 
@@ -85,14 +86,6 @@ def variants_for(name: str, model: GPTModel) -> list[dict]:
         dict(key="after", name="after: chunked_lm_loss", model=after, loss_fn=chunked_lm_loss,
              opt=fast_adamw(after.parameters(), lr=lr, weight_decay=0.1), opt_name="fused"),
     ]
-
-
-def train_step(v: dict, batch) -> float:
-    v["opt"].zero_grad(set_to_none=True)
-    loss = v["loss_fn"](v["model"], batch)
-    loss.backward()
-    v["opt"].step()
-    return loss.item()
 
 
 @torch.no_grad()
