@@ -41,7 +41,7 @@ from ch05_pretrain import chunked_lm_loss, fast_adamw, lm_loss
 from ch05_pretrain.fallback import DATA_FILE, FULL, split_text
 
 RECIPES = ("fallback", "verdict", "instruct")
-GOAL = "<= 0.75"  # at least 25% faster
+GOALS = {"fallback": "<= 0.75", "verdict": "<= 0.75"}  # issue 15: these two runs at least 25% faster
 
 
 def recipe_batches(name: str, quick: bool) -> tuple[GPTModel, list, str]:
@@ -127,7 +127,7 @@ def bench_recipe(name: str, steps: int, warmup: int, quick: bool) -> tuple[list[
     for v in variants:
         ratio = paired_ratio(v["times"], before["times"])
         eval_ratio = paired_ratio(v["eval_times"], before["eval_times"])
-        goal = GOAL if v["key"] == "after" else ""
+        goal = GOALS.get(name, "") if v["key"] == "after" else ""
         rows.append({"recipe": name, "variant": v["name"], "AdamW": v["opt_name"],
                      "median step (s)": median(v["times"]), "step vs before": ratio,
                      "median eval batch (s)": median(v["eval_times"]), "eval vs before": eval_ratio,

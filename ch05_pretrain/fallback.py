@@ -4,8 +4,8 @@ Chapters 6 and 7 and the bonus material start from a pretrained model. When the 
 cannot be downloaded (firewall, offline, no disk space), they call `get_fallback_model()`
 instead. The first call pretrains a compact GPT on 2 MiB of TinyStories (Eldan & Li 2023)
 with this chapter's `train` on the fast path (614k tokens: 10 minutes at ~1,000 tokens/s on an
-idle 2-core Xeon with `lm_loss`, 36 minutes on a busy 2-core EPYC); the model uses GPT-2's
-tokenizer and vocabulary, so it plugs into every later chapter unchanged. Its loss is `lm_loss`
+idle 2-core Xeon with `lm_loss`, 9.1 minutes on an idle 2-core EPYC with the chunked loss); the
+model uses GPT-2's tokenizer and vocabulary, so it plugs into every later chapter unchanged. Its loss is `lm_loss`
 computed chunk by chunk (`chunked_lm_loss`, the same value and gradients): the output head over
 50,257 tokens is most of this small model's step, and skipping the full logits makes a step take
 0.77 of the time (`benchmarks/bench_recipes.py`).

@@ -18,11 +18,11 @@ import torch
 
 from ch04_gpt import GPT_CONFIGS, GPTConfig, GPTModel
 from ch05_pretrain import save_checkpoint
-from ch07_instruct import chat, chat_model
 
 pytest.importorskip("gradio", reason="the chat page needs gradio (pip install -r requirements.txt)")
 sync_api = pytest.importorskip("playwright.sync_api", reason="Playwright is not installed: pip install "
                                "playwright (its own browser download is not needed: Debian's chromium is used)")
+from ch07_instruct import chat, chat_model  # noqa: E402  (after the skips above)
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:gradio.queueing")
 
@@ -148,8 +148,8 @@ def test_first_token_of_gpt2_124m_within_a_second(browser, record_property, tmp_
     model = GPTModel(GPT_CONFIGS["gpt2"].replace(drop_rate=0.0)).set_fast_path(True).eval()
     # Served as load_bundle would serve it, without the 500 MB round trip through a file
     # (loading is tested with the tiny model; what counts here is the time per request).
-    bundle = chat_model.Bundle(model, Path("gpt2-124M-random.pt"), "pretrained", False, torch.device("cpu"),
-                         chat_model.gpt2_encoding())
+    bundle = chat_model.Bundle(model, Path("gpt2-124M-random.pt"), "pretrained", False,
+                               torch.device("cpu"), chat_model.gpt2_encoding())
     demo = chat.build_app(bundle)
     url = chat.serve(demo, "127.0.0.1", free_port())
     try:
