@@ -25,24 +25,10 @@ from pathlib import Path
 
 import torch
 
-from ch02_data import DownloadError, data_dir, download
 from ch04_gpt import GPT_CONFIGS, GPTConfig, GPTModel, load_hf_gpt2_weights
 from ch04_gpt.hf_weights import check_hf_shapes
 
-_HF = "https://huggingface.co/openai-community"
-
-# name -> (URL of model.safetensors, its sha256; Hugging Face's LFS object id is the file's sha256).
-# gpt2 is pinned to revision 607a30d7 (548,105,171 bytes). For the larger sizes no sha256 could be
-# confirmed from independent sources yet, so they are not downloaded automatically: see `_fetch`.
-GPT2_WEIGHTS: dict[str, tuple[str, str | None]] = {
-    "gpt2": (
-        f"{_HF}/gpt2/resolve/607a30d783dfa663caf39e06633721c8d4cfcd7e/model.safetensors",
-        "248dfc3911869ec493c76e65bf2fcf7f615828b0254c12b473182f0f81d3a707",
-    ),
-    "gpt2-medium": (f"{_HF}/gpt2-medium/resolve/main/model.safetensors", None),
-    "gpt2-large": (f"{_HF}/gpt2-large/resolve/main/model.safetensors", None),
-    "gpt2-xl": (f"{_HF}/gpt2-xl/resolve/main/model.safetensors", None),
-}
+from .gpt2_hub import GPT2_HUB, GPT2_SIZES, download_from_hub, local_folder
 
 # safetensors dtype names -> torch dtypes. GPT-2 checkpoints use F32 (F16/BF16 for re-saved
 # copies); the integer and bool types appear in some files for buffers, which the mapping skips.
@@ -234,57 +220,79 @@ def load_gpt2_from_file(cfg: GPTConfig, path: str | os.PathLike, device: str | t
     return model.eval()
 
 
-def _fetch(name: str) -> Path:
-    """Local path of the verified model.safetensors for a GPT-2 size, downloading it if needed."""
-    url, sha256 = GPT2_WEIGHTS[name]
-    folder = data_dir() / name
-    manual = (
-        f"download config.json and model.safetensors from {url.rsplit('/', 1)[0]}/ into a folder "
-        f"and call load_gpt2('path/to/that/folder')"
-    )
-    if sha256 is None:
-        raise DownloadError(f"no pinned sha256 for {name!r}, so it is not downloaded automatically; {manual}")
-    try:
-        return download(url, folder / "model.safetensors", sha256)
-    except DownloadError as e:
-        first = " ".join(line.strip() for line in str(e).splitlines()[:2])  # what failed, and why
-        raise DownloadError(
-            f"could not get GPT-2 weights {name!r} ({first}); put model.safetensors (sha256 "
-            f"{sha256[:12]}...) in a folder named by $DATA_MIRROR, or {manual}"
-        ) from None
-
-
-def load_gpt2(name_or_dir: str | os.PathLike, device: str | torch.device = "cpu",
-              dtype: torch.dtype | None = None) -> GPTModel:
-    """OpenAI's pretrained GPT-2 as a `ch04_gpt.GPTModel`, in eval mode.
-
-    Args:
-        name_or_dir: "gpt2", "gpt2-medium", "gpt2-large" or "gpt2-xl" to download (verified by
-            sha256, or copied from $DATA_MIRROR) into `ch02_data.data_dir()/<name>/`; or a
-            folder holding `config.json` and `model.safetensors` as transformers'
-            `save_pretrained` writes them.
-        device: where the model's parameters are created ("cpu", "cuda", "mps").
-        dtype: parameter dtype, e.g. torch.bfloat16; None keeps float32 (the file's tensors,
-            F32, F16 or BF16, are converted as they are copied).
-
-    Raises `ch02_data.DownloadError` (one line, saying what to do) when a named model cannot
-    be obtained, FileNotFoundError for a folder missing a file, ValueError for an unsupported
-    config or a damaged file, or one that does not fit the config (another size, or weights
-    in nn.Linear's layout instead of GPT-2's Conv1D layout), naming the file.
-    """
-    if isinstance(name_or_dir, str) and name_or_dir in GPT2_WEIGHTS:
-        return load_gpt2_from_file(GPT_CONFIGS[name_or_dir], _fetch(name_or_dir), device, dtype)
-    folder = Path(name_or_dir)
-    if not folder.is_dir():
-        raise ValueError(
-            f"{name_or_dir!r} is neither a GPT-2 name ({', '.join(GPT2_WEIGHTS)}) nor a folder"
-        )
+def _config_of_folder(folder: Path, drop_rate: float | None) -> GPTConfig:
+    """The GPTConfig of a save_pretrained folder, with `drop_rate` replacing the file's dropout."""
     for file in ("config.json", "model.safetensors"):
         if not (folder / file).is_file():
             raise FileNotFoundError(
                 f"{folder} has no {file}; load_gpt2 needs config.json and model.safetensors "
                 "as written by transformers' save_pretrained (sharded checkpoints are not supported)"
             )
-    with open(folder / "config.json", encoding="utf-8") as f:
-        cfg = config_from_hf(json.load(f))
-    return load_gpt2_from_file(cfg, folder / "model.safetensors", device, dtype)
+    try:
+        with open(folder / "config.json", encoding="utf-8") as f:
+            hf = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{folder / 'config.json'} is not valid JSON ({e})") from None
+    if not isinstance(hf, dict):
+        raise ValueError(f"{folder / 'config.json'} holds a JSON {type(hf).__name__}, not an object")
+    missing = [k for k in ("vocab_size", "n_positions", "n_embd", "n_head", "n_layer") if k not in hf]
+    if missing:
+        raise ValueError(f"{folder / 'config.json'} lacks {', '.join(missing)}; it is not a GPT-2 "
+                         "config.json as save_pretrained writes it")
+    cfg = config_from_hf(hf)
+    return cfg if drop_rate is None else cfg.replace(drop_rate=drop_rate)
+
+
+_SHAPE_FIELDS = ("vocab_size", "context_length", "emb_dim", "n_heads", "n_layers")
+
+
+def _check_size(name: str, folder: Path, cfg: GPTConfig) -> None:
+    """A GPT2_DIR folder named after a size must hold that size's shapes."""
+    want = GPT_CONFIGS[name]
+    wrong = [f"{k} {getattr(cfg, k)} (needs {getattr(want, k)})" for k in _SHAPE_FIELDS
+             if getattr(cfg, k) != getattr(want, k)]
+    if wrong:
+        raise ValueError(f"{folder}/config.json does not describe {name}: {', '.join(wrong)}; "
+                         f"put {name}'s own files in that folder")
+
+
+def load_gpt2(name_or_dir: str | os.PathLike, device: str | torch.device = "cpu",
+              dtype: torch.dtype | None = None, drop_rate: float | None = None) -> GPTModel:
+    """OpenAI's pretrained GPT-2 as a `ch04_gpt.GPTModel`, in eval mode.
+
+    Args:
+        name_or_dir: "gpt2", "gpt2-medium", "gpt2-large" or "gpt2-xl": taken from
+            `$GPT2_DIR/<name>/` when that folder holds it, else from the Hugging Face Hub (the
+            Hugging Face cache first; see `gpt2_hub`), verified by sha256. Or a folder holding
+            `config.json` and `model.safetensors` as transformers' `save_pretrained` writes them.
+        device: where the model's parameters are created ("cpu", "cuda", "mps").
+        dtype: parameter dtype, e.g. torch.bfloat16; None keeps float32 (the file's tensors,
+            F32, F16 or BF16, are converted as they are copied).
+        drop_rate: dropout of the built model; None keeps GPT-2's 0.1. Fine-tuning here uses 0.0,
+            as the book does (see `load_base_model`).
+
+    Raises `gpt2_hub.GPT2Unavailable` (a `ch02_data.DownloadError`, one sentence naming GPT2_DIR
+    and HF_ENDPOINT) when a named size cannot be obtained, FileNotFoundError for a folder missing
+    a file, ValueError for an unsupported or wrong-sized config or a damaged file, or one that does
+    not fit the config (another size, or weights in nn.Linear's layout instead of GPT-2's Conv1D
+    layout), naming the file.
+    """
+    if drop_rate is not None and (isinstance(drop_rate, bool) or not isinstance(drop_rate, (int, float))
+                                  or not 0 <= drop_rate < 1):
+        raise ValueError(f"drop_rate={drop_rate!r}; use a number in [0, 1) or None")
+    if isinstance(name_or_dir, str) and name_or_dir in GPT2_HUB:
+        name = name_or_dir
+        folder = local_folder(name)
+        if folder is not None:  # $GPT2_DIR/<name>: a classroom's copy, or the tests' stand-ins
+            cfg = _config_of_folder(folder, drop_rate)
+            _check_size(name, folder, cfg)
+            return load_gpt2_from_file(cfg, folder / "model.safetensors", device, dtype)
+        cfg = GPT_CONFIGS[name] if drop_rate is None else GPT_CONFIGS[name].replace(drop_rate=drop_rate)
+        return load_gpt2_from_file(cfg, download_from_hub(name), device, dtype)
+    folder = Path(name_or_dir)
+    if not folder.is_dir():
+        raise ValueError(
+            f"{name_or_dir!r} is neither a GPT-2 name ({', '.join(GPT2_SIZES)}) nor a folder"
+        )
+    return load_gpt2_from_file(_config_of_folder(folder, drop_rate), folder / "model.safetensors",
+                               device, dtype)

@@ -138,44 +138,7 @@ def test_unsupported_config_raises():
         config_from_hf({**base, "model_type": "llama"})
 
 
-def test_offline_download_fails_fast_with_one_line(tmp_path, monkeypatch):
-    monkeypatch.setenv("DATA_DIR", str(tmp_path))
-    monkeypatch.delenv("DATA_MIRROR", raising=False)
-    # Port 9 on localhost refuses the connection at once: offline without waiting for a DNS
-    # timeout. No retries, so the test does not sleep between attempts.
-    sha = gpt2_weights.GPT2_WEIGHTS["gpt2"][1]
-    monkeypatch.setitem(gpt2_weights.GPT2_WEIGHTS, "gpt2", ("http://127.0.0.1:9/model.safetensors", sha))
-    monkeypatch.setattr(gpt2_weights, "download", functools.partial(ch02_data.download, retries=0, timeout=5))
-    with pytest.raises(ch02_data.DownloadError) as err:
-        load_gpt2("gpt2")
-    message = str(err.value)
-    assert "\n" not in message
-    assert "DATA_MIRROR" in message and "load_gpt2('path/to/that/folder')" in message
-    assert not any(tmp_path.rglob("*.part*"))  # no partial file left behind
-
-
-def test_unpinned_size_is_not_downloaded(tmp_path, monkeypatch):
-    monkeypatch.setenv("DATA_DIR", str(tmp_path))
-    with pytest.raises(ch02_data.DownloadError, match="no pinned sha256"):
-        load_gpt2("gpt2-xl")
-    assert not any(tmp_path.iterdir())
-
-
-def test_named_model_from_mirror(tmp_path, monkeypatch):
-    # A mirror holding a file with the pinned name is used (and verified) instead of the URL.
-    hf, folder = save_hf(tmp_path)
-    mirror = tmp_path / "mirror"
-    mirror.mkdir()
-    (folder / "model.safetensors").rename(mirror / "model.safetensors")
-    sha = ch02_data.sha256_of(mirror / "model.safetensors")
-    monkeypatch.setenv("DATA_DIR", str(tmp_path / "data"))
-    monkeypatch.setenv("DATA_MIRROR", str(mirror))
-    monkeypatch.setitem(gpt2_weights.GPT2_WEIGHTS, "gpt2", ("http://127.0.0.1:9/unused", sha))
-    cfg = config_from_hf(json.loads((folder / "config.json").read_text(encoding="utf-8")))
-    monkeypatch.setitem(gpt2_weights.GPT_CONFIGS, "gpt2", cfg)
-    model = load_gpt2("gpt2")
-    assert (tmp_path / "data" / "gpt2" / "model.safetensors").is_file()
-    assert torch.equal(model.tok_emb.weight, hf.transformer.wte.weight)
+# Named sizes (GPT2_DIR, the hub, verification, offline errors): test_gpt2_hub.py.
 
 
 # --- damaged or mismatched files: one sentence naming the file -------------------------------
