@@ -41,8 +41,8 @@ def without_expressions(text: str) -> str:
     return re.sub(r"\$\{\{.*?\}\}", "EXPR", text)
 
 
-def test_there_are_the_two_workflows():
-    assert [p.name for p in WORKFLOWS] == ["gpt2-weekly.yml", "tests.yml"]
+def test_both_workflows_exist():
+    assert {"gpt2-weekly.yml", "tests.yml"} <= {p.name for p in WORKFLOWS}
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
