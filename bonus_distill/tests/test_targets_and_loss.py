@@ -1,8 +1,5 @@
 """The stored teacher targets and the distillation loss, on tiny models (no data, no network)."""
 
-import math
-
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -143,7 +140,10 @@ def test_per_token_mean_does_not_depend_on_sequence_length():
     assert long.item() == pytest.approx(short.item(), rel=1e-6)
     # masked positions (-100) count in neither term
     padded = torch.cat([targets, torch.full((2, 3), -100)], 1)
-    pad = lambda x: torch.cat([x, x[:, :3]], 1)
+
+    def pad(x):
+        return torch.cat([x, x[:, :3]], 1)
+
     assert distill_loss(pad(logits), pad(ids), pad(lps), padded).item() == pytest.approx(
         short.item(), rel=1e-6)
     with pytest.raises(NoTargetsError):

@@ -6,7 +6,6 @@ from functools import partial
 import pytest
 import torch
 import torch.nn as nn
-from torch.utils.data import DataLoader
 
 from ch02_data import EOT_ID, gpt2_encoding
 from ch04_gpt import GPTConfig, GPTModel
@@ -92,7 +91,7 @@ def test_to_classifier_rejects_a_model_without_gpt_parts():
 
 
 def test_pool_reads_the_intended_positions_of_hand_made_logits():
-    B, T_, K = 3, 5, 2
+    B, T_ = 3, 5
     # logits[b, t] = (t, 100 * b): the first number says which position was read.
     logits = torch.stack([torch.arange(T_).float(), torch.zeros(T_)], dim=-1).repeat(B, 1, 1)
     logits[:, :, 1] = 100 * torch.arange(B).float()[:, None]

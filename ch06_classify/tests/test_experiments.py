@@ -79,7 +79,7 @@ def test_a_foreign_csv_is_not_appended_to(tmp_path, tiny_base):
 
 
 @pytest.mark.parametrize("kwargs, words", [
-    ({"rows": ["defualt"]}, "rows=\\['defualt'\\]; choose from default, first"),
+    ({"rows": ["defualt"]}, "rows=\\['defualt'\\]; choose from default, first"),  # codespell:ignore defualt
     ({"rows": []}, "rows=\\[\\]"),
     ({"epochs": 0}, "epochs=0"),
     ({"lr": -1.0}, "lr=-1.0"),
