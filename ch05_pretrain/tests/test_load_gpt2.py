@@ -2,7 +2,6 @@
 load into a GPTModel that gives Hugging Face's logits; bad folders, names and offline
 downloads fail with clear errors. No test touches the network."""
 
-import functools
 import json
 import struct
 
@@ -10,8 +9,6 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
-import ch02_data
-from ch05_pretrain import gpt2_weights
 from ch05_pretrain.gpt2_weights import config_from_hf, iter_safetensors, load_gpt2, read_safetensors_header
 
 VOCAB = 101  # small and odd
