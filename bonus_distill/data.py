@@ -17,10 +17,10 @@ import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm  # plain text bar: works in terminals, notebooks and CI logs
 
-from ch02_data import EOT_ID, DownloadError, fast_dev_run, fetch, gpt2_encoding, pick
+from ch02_data import EOT_ID, fetch, gpt2_encoding, pick
 from ch04_gpt import GPTConfig, GPTModel
-from ch05_pretrain import generate, load_gpt2
-from ch05_pretrain.fallback import DATA_FILE, current_recipe, get_fallback_model, split_text
+from ch05_pretrain import generate, load_base_model
+from ch05_pretrain.fallback import DATA_FILE, current_recipe, split_text
 from ch07_instruct.data import seeded_loader
 
 from .targets import TeacherTargets, _positive, as_token_tensor
@@ -47,18 +47,12 @@ def load_corpus(n_train_tokens: int | None = None) -> Corpus:
     return Corpus(train, val)
 
 
-def load_teacher(device="cpu") -> tuple[GPTModel, str]:
-    """(teacher in eval mode, its name): GPT-2 124M, else chapter 5's TinyStories model with one
-    printed line saying why. Fast mode always takes the latter's tiny version."""
-    if not fast_dev_run():
-        try:
-            return load_gpt2("gpt2", device), "gpt2"
-        except DownloadError as e:
-            reason = str(e).split(";")[0][:90]
-            print(f"GPT-2 weights unavailable ({reason}): the teacher is chapter 5's TinyStories "
-                  "fallback model")
-    model, _ = get_fallback_model(device, verbose=False)
-    return model.eval(), "tinystories-fallback-fast" if fast_dev_run() else "tinystories-fallback"
+def load_teacher(device="cpu", name: str = "gpt2") -> tuple[GPTModel, str]:
+    """(teacher in eval mode, its name): chapter 5's `load_base_model(name)`, GPT-2 124M by
+    default, else chapter 5's TinyStories model, with one printed line saying which and why.
+    Fast mode takes GPT-2 only from $GPT2_DIR, else the fallback's tiny version."""
+    base = load_base_model(name, device)
+    return base.model.eval(), base.key
 
 
 def student_config(context_length: int = 128) -> GPTConfig:

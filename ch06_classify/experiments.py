@@ -12,10 +12,10 @@ the file (delete a line to redo it). The TF-IDF + logistic-regression row is the
 without any GPT. "seconds" is the fine-tuning wall time: compare rows of one run, on a machine
 that is doing nothing else.
 
-The base model is OpenAI's GPT-2 124M (`load_gpt2("gpt2")`); when its weights cannot be
-downloaded, chapter 5's TinyStories model (`get_fallback_model()`) stands in, and every row
-records which model produced it. In fast mode (FAST_DEV_RUN=1) every row trains 1 epoch on a
-few dozen messages with the tiny fast fallback model, so the whole script runs in seconds.
+The base model comes from chapter 5's `load_base_model("gpt2")`: OpenAI's GPT-2 124M when its
+weights can be had, else chapter 5's TinyStories model, and every row records which model
+produced it. In fast mode (FAST_DEV_RUN=1) every row trains 1 epoch on a few dozen messages,
+with GPT-2 only when $GPT2_DIR holds it, else the tiny fast fallback model.
 """
 
 from __future__ import annotations
@@ -34,10 +34,10 @@ import torch
 import torch.nn as nn
 from tqdm import tqdm
 
-from ch02_data import DownloadError, fast_dev_run, gpt2_encoding, pick
+from ch02_data import fast_dev_run, gpt2_encoding, pick
 from ch04_gpt import GPTModel
-from ch05_pretrain import History, fast_adamw, get_device, load_gpt2, move_to_device, train
-from ch05_pretrain.fallback import get_fallback_model
+from ch05_pretrain import History, fast_adamw, get_device, move_to_device, train
+from ch05_pretrain import load_base_model as ch05_load_base_model
 
 from .baseline import tfidf_pipeline
 from .classifier import accuracy, classification_loss, count_trainable, to_classifier
@@ -199,22 +199,10 @@ def fine_tune(
 
 
 def load_base_model(name: str, device: torch.device | str) -> tuple[GPTModel, str]:
-    """The pretrained model to start from, and its name for the CSV.
-
-    name: "gpt2" (OpenAI's 124M weights; on a DownloadError, one line is printed and the
-    TinyStories fallback is used instead), "fallback", or a folder for `load_gpt2`.
-    """
-    if name != "fallback":
-        try:
-            model = load_gpt2(name, device)
-            return model, "gpt2-124M" if name == "gpt2" else f"gpt2 from {name}"
-        except DownloadError as e:
-            msg = str(e)  # "... reason: <why>); put ...": keep only the why
-            reason = msg.split("reason: ")[1].split(")")[0] if "reason: " in msg else msg.split(";")[0]
-            reason = reason[:100]
-            print(f"GPT-2 weights unavailable ({reason}); using the TinyStories fallback model instead.")
-    model, info = get_fallback_model(device)
-    return model, "tinystories-fallback-fast" if info["fast"] else "tinystories-fallback"
+    """The pretrained model to start from, and its name for the CSV: chapter 5's
+    `load_base_model` (GPT-2 `name` when obtainable, else the fallback, in one printed line)."""
+    base = ch05_load_base_model(name, device)
+    return base.model, base.key
 
 
 def recipe_for(model_name: str) -> Recipe:
@@ -330,9 +318,9 @@ def run_experiments(
     result as it finishes, and return the whole CSV as a DataFrame.
 
     out: CSV path (default `default_out()`); checked writable before anything runs.
-    epochs, lr: override the model's Recipe (fast mode: 1 epoch). model: "gpt2" (the default in
-    full mode; the fallback when offline), "fallback" (the default in fast mode), or a folder for
-    `load_gpt2`. Columns: see COLUMNS; "seconds" is the fine-tuning wall time (no evaluation).
+    epochs, lr: override the model's Recipe (fast mode: 1 epoch). model: a GPT-2 size ("gpt2",
+    the default; the fallback when it cannot be had), "fallback", or a folder for `load_gpt2`.
+    Columns: see COLUMNS; "seconds" is the fine-tuning wall time (no evaluation).
     """
     names, out, done = check_plan(rows, out, epochs, lr)  # fails before any model is loaded
     todo = [r for r in ROWS if r.name in names and r.name not in done]
@@ -345,7 +333,7 @@ def run_experiments(
         device = device if isinstance(device, torch.device) else get_device(device)
         base, model_name, context = None, "tfidf-logreg", 1024
         if any(not r.tfidf for r in todo):
-            base, model_name = load_base_model(model or pick(full="gpt2", fast="fallback"), device)
+            base, model_name = load_base_model(model or "gpt2", device)  # fast mode: GPT2_DIR or the fallback
             context = base.cfg.context_length
         recipe = recipe_for(model_name)
         recipe = replace(recipe, lr=lr or recipe.lr, epochs=epochs or pick(full=recipe.epochs, fast=1))

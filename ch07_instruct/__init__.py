@@ -19,7 +19,6 @@ from .finetune import (
     fine_tune,
     get_instruction_model,
     instruction_checkpoint_path,
-    load_base_for_instructions,
     save_instruction_model,
 )
 from .judge import JudgeUnavailable, ask_local_llm, check_server, judge, judge_prompt, judge_summary, parse_score
@@ -53,7 +52,6 @@ __all__ = [
     "fine_tune",
     "get_instruction_model",
     "instruction_checkpoint_path",
-    "load_base_for_instructions",
     "save_instruction_model",
     "format_prompt",
     "generate_from_prompt",

@@ -27,11 +27,11 @@ import sys
 from pathlib import Path
 
 from ch02_data import EOT_ID
-from ch05_pretrain import get_device
+from ch05_pretrain import GPT2_SIZES, get_device
 from ch05_pretrain.fallback import checkpoint_dir, shown
 
 from .chat_input import LIMITS, BadInput, chat_prompt, check_settings, clean_text
-from .chat_model import Bundle, decode, default_checkpoint, describe, load_bundle, stream_tokens
+from .chat_model import Bundle, bundle_from_base, decode, default_checkpoint, describe, load_bundle, stream_tokens
 from .respond import NEXT_TURN_MARKERS, extract_response
 
 MARKERS = NEXT_TURN_MARKERS["alpaca"]  # a model that starts a new "### Instruction:" is done
@@ -273,6 +273,10 @@ def main(argv: list[str] | None = None) -> None:
                                      description="A local web page to talk to a chapter checkpoint.")
     parser.add_argument("--checkpoint", type=Path, default=None,
                         help="a GPT checkpoint (default: chapter 7's model in checkpoints/, else chapter 5's fallback)")
+    parser.add_argument("--base", default=None, metavar="NAME",
+                        help="serve a pretrained base model instead of a checkpoint: gpt2, gpt2-medium, "
+                             "gpt2-large, gpt2-xl (from GPT2_DIR, the Hugging Face cache or the hub) or "
+                             "fallback; GPT-2 that cannot be had is replaced by chapter 5's fallback")
     parser.add_argument("--classifier", type=Path, default=None,
                         help="a chapter-6 classifier saved by save_classifier, for the Classify tab")
     parser.add_argument("--host", default="127.0.0.1",
@@ -281,10 +285,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default=None, help="cuda, mps or cpu (default: the best available)")
     args = parser.parse_args(argv)
 
-    checkpoint = args.checkpoint or default_checkpoint()
-    if checkpoint is None:
+    if args.base is not None and args.checkpoint is not None:
+        parser.error("--base and --checkpoint: give one of them")
+    if args.base is not None and args.base not in (*GPT2_SIZES, "fallback"):
+        parser.error(f"--base {args.base!r}: use one of {', '.join(GPT2_SIZES)} or fallback")
+    checkpoint = args.checkpoint or (None if args.base else default_checkpoint())
+    if checkpoint is None and args.base is None:
         parser.error(f"no model found in {shown(checkpoint_dir())}: run chapter 7's notebook (or "
-                     "`python -m ch05_pretrain.fallback`), or pass --checkpoint PATH")
+                     "`python -m ch05_pretrain.fallback`), pass --checkpoint PATH, or serve "
+                     "GPT-2 itself with --base gpt2")
     for flag, path in (("--checkpoint", args.checkpoint), ("--classifier", args.classifier)):
         if path is not None and not path.is_file():
             parser.error(f"{flag} {str(path)!r}: no such file")
@@ -295,10 +304,16 @@ def main(argv: list[str] | None = None) -> None:
     except RuntimeError as e:  # an unknown name, or an accelerator this machine lacks
         unknown = "Expected one of" in str(e)  # torch's words for a name it does not know
         parser.error(f"--device {args.device!r}: " + ("not a device; use cuda, mps or cpu" if unknown else _first_line(e)))
-    try:
-        bundle = load_bundle(checkpoint, device)
-    except (ValueError, TypeError, RuntimeError, OSError) as e:  # not a checkpoint, not a GPT, ...
-        parser.error(f"--checkpoint {shown(checkpoint)!r}: {_first_line(e)}")
+    if args.base is not None:
+        try:
+            bundle = bundle_from_base(args.base, device)
+        except (ValueError, OSError) as e:  # a damaged or wrong-sized file in GPT2_DIR
+            parser.error(f"--base {args.base!r}: {_first_line(e)}")
+    else:
+        try:
+            bundle = load_bundle(checkpoint, device)
+        except (ValueError, TypeError, RuntimeError, OSError) as e:  # not a checkpoint, not a GPT, ...
+            parser.error(f"--checkpoint {shown(checkpoint)!r}: {_first_line(e)}")
     try:
         if args.classifier is not None:
             bundle.add_classifier(args.classifier)

@@ -16,7 +16,7 @@ import torch
 
 from ch02_data import fast_dev_run, gpt2_encoding
 from ch04_gpt import GPTConfig, GPTModel
-from ch05_pretrain import get_device, load_checkpoint, sample_next_token
+from ch05_pretrain import get_device, load_base_model, load_checkpoint, sample_next_token
 from ch05_pretrain.fallback import checkpoint_dir, current_recipe, shown
 
 from .finetune import instruction_checkpoint_path
@@ -76,6 +76,16 @@ def load_bundle(checkpoint: str | Path, device: torch.device | str | None = None
     recipe = (ckpt.get("info") or {}).get("recipe") or {}  # chapter 5's fallback stores its recipe
     fallback = base.startswith("tinystories") or str(recipe.get("file_name", "")).startswith("tinystories")
     return Bundle(model, path, "instruction" if base else "pretrained", fallback, device, gpt2_encoding())
+
+
+def bundle_from_base(name: str = "gpt2", device: torch.device | str | None = None) -> Bundle:
+    """A pretrained base model for the page, through chapter 5's `load_base_model`: GPT-2 `name`
+    when it can be had (GPT2_DIR, the Hugging Face cache or the hub), else the fallback; one
+    printed line says which."""
+    device = get_device(None if device is None else str(device))
+    base = load_base_model(name, device)
+    model = base.model.to(device).set_fast_path(True).eval()
+    return Bundle(model, Path(base.key), "pretrained", not base.is_gpt2, device, gpt2_encoding())
 
 
 def describe(bundle: Bundle) -> str:

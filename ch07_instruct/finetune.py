@@ -7,11 +7,20 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from ch02_data import DownloadError, fast_dev_run
+from ch02_data import fast_dev_run
 from ch04_gpt import GPTModel
-from ch05_pretrain import History, chunked_lm_loss, fast_adamw, load_gpt2, load_model, save_checkpoint, train
+from ch05_pretrain import (
+    History,
+    chunked_lm_loss,
+    fast_adamw,
+    load_base_model,
+    load_model,
+    run_cost,
+    save_checkpoint,
+    train,
+)
 from ch05_pretrain.checkpoint import unwritable_reason
-from ch05_pretrain.fallback import checkpoint_dir, get_fallback_model, shown
+from ch05_pretrain.fallback import checkpoint_dir, shown
 
 
 @dataclass(frozen=True)
@@ -96,48 +105,20 @@ def save_instruction_model(model: GPTModel, base_key: str, **info) -> Path | Non
     return None
 
 
-def _short_reason(message: str) -> str:
-    """The why of a load_gpt2 DownloadError, in a few words ("no pinned sha256", the network error)."""
-    if "no pinned sha256" in message:
-        return "no pinned sha256, so no automatic download"
-    if "reason: " in message:
-        return message.split("reason: ", 1)[1].split(")")[0][:60]
-    return message.split(";")[0][:60]
-
-
-def load_base_for_instructions(device, name: str = "gpt2-medium") -> tuple[GPTModel, str]:
-    """(pretrained model, base_key): OpenAI's GPT-2 `name` when its weights can be had, else GPT-2
-    124M ("gpt2", whose download is pinned), else chapter 5's TinyStories model, with one printed
-    line saying why; fast mode always takes the latter's tiny version. base_key names the model
-    for checkpoints: "gpt2-medium", "gpt2", "tinystories-fallback", ..."""
-    if not fast_dev_run():
-        problems = []
-        for candidate in dict.fromkeys([name, "gpt2"]):  # the one asked for, then the pinned 124M
-            try:
-                model = load_gpt2(candidate, device)
-            except DownloadError as e:
-                problems.append(f"{candidate}: {_short_reason(str(e))}")
-                continue
-            if problems:
-                print(f"GPT-2 weights unavailable ({'; '.join(problems)}): using {candidate} instead")
-            return model, str(candidate)
-        print(f"GPT-2 weights unavailable ({'; '.join(problems)}): using chapter 5's TinyStories "
-              "fallback model instead")
-    model, _ = get_fallback_model(device)
-    return model, "tinystories-fallback-fast" if fast_dev_run() else "tinystories-fallback"
-
-
 def get_instruction_model(device="cpu", name: str = "gpt2-medium", progress: bool = True) -> tuple[GPTModel, str]:
     """(the chapter-7 instruction-tuned model in eval mode, its base_key).
 
-    Loaded from the checkpoint the chapter 7 notebook saves (`save_instruction_model`) when one
-    exists for the base model available here; otherwise one line says so, the base model is
-    fine-tuned now on the 935 training entries with the recipe of `RECIPES` (2 epochs; a few
-    minutes for the fallback model on a CPU, much longer for GPT-2 355M) and cached.
+    The base model is chapter 5's `load_base_model(name)` (GPT-2 `name`, else 124M, else the
+    TinyStories fallback; dropout off). Loaded from the checkpoint the chapter 7 notebook saves
+    (`save_instruction_model`) when one exists for that base model; otherwise one line says so,
+    the base model is fine-tuned now on the 935 training entries with the recipe of `RECIPES`
+    (2 epochs; a few minutes for the fallback model on a CPU, much longer for GPT-2 355M: the
+    estimate is printed first) and cached.
     """
     from .data import InstructionDataset, load_instruction_data, make_loader, split_entries
 
-    base, base_key = load_base_for_instructions(device, name)
+    chosen = load_base_model(name, device)
+    base, base_key = chosen.model, chosen.key
     path = instruction_checkpoint_path(base_key)
     if path.is_file():
         try:
@@ -157,6 +138,12 @@ def get_instruction_model(device="cpu", name: str = "gpt2-medium", progress: boo
         train_entries = train_entries[:40]
     ds = InstructionDataset(train_entries, max_length=base.cfg.context_length)
     loader = make_loader(ds, recipe.batch_size, shuffle=True, drop_last=True, seed=123)
-    history = fine_tune(base, loader, recipe=recipe, epochs=1 if fast_dev_run() else None, progress=progress)
+    epochs = 1 if fast_dev_run() else recipe.epochs
+    if progress:  # one step measured on a batch of the first entries (the loader's order untouched)
+        base.set_fast_path(True)
+        run_cost(base, loader.collate_fn([ds[i] for i in range(recipe.batch_size)]), chunked_lm_loss,
+                 epochs * len(loader))
+        base.set_fast_path(False)
+    history = fine_tune(base, loader, recipe=recipe, epochs=epochs, progress=progress)
     save_instruction_model(base, base_key, train_loss=history.train_loss[-1])
     return base.eval(), base_key

@@ -46,11 +46,11 @@ def test_two_rows_are_written_then_skipped_on_a_second_run(tmp_path, tiny_base, 
     # head only: a (C -> 2) layer; last block: the block, the final norm and the head.
     assert int(rows[1]["trainable_params"]) == 16 * 2 + 2
     assert int(rows[0]["trainable_params"]) == 16 * 2 + 2 + 12 * 16 * 16 + 13 * 16 + 2 * 16
-    assert tiny_base == ["fallback"]  # fast mode starts from the (fast) fallback model
+    assert tiny_base == ["gpt2"]  # load_base_model decides: GPT2_DIR in fast mode, else the fallback
 
     # Second run: both rows are already there, so nothing is loaded or trained.
     table = experiments.run_experiments(["default", "head"], out=out, device="cpu", progress=False)
-    assert tiny_base == ["fallback"] and len(table) == 2 and len(read_rows(out)) == 2
+    assert tiny_base == ["gpt2"] and len(table) == 2 and len(read_rows(out)) == 2
     assert "2 rows already in" in capsys.readouterr().out
 
     # A new row is appended after the old ones; the header is not repeated.

@@ -54,21 +54,19 @@ def test_a_checkpoint_of_another_configuration_is_not_used(shared_dir, monkeypat
     assert model.cfg.context_length != 16
 
 
-def test_gpt2_medium_missing_falls_back_to_gpt2_124m_in_one_line(monkeypatch, capsys):
-    from ch02_data import DownloadError
-    from ch04_gpt import GPTConfig, GPTModel
+def test_the_base_model_comes_from_chapter_5(shared_dir, monkeypatch, capsys):
+    """get_instruction_model asks chapter 5's load_base_model for `name` and keys its checkpoint
+    by what it got (here the fallback, with the one line saying why)."""
+    monkeypatch.setenv("FAST_DEV_RUN", "1")
+    monkeypatch.setenv("CHECKPOINT_DIR", str(shared_dir))
+    monkeypatch.delenv("GPT2_DIR", raising=False)
     import ch07_instruct.finetune as finetune
 
-    tiny = GPTModel(GPTConfig(vocab_size=50257, context_length=16, emb_dim=8, n_heads=1, n_layers=1))
-
-    def fake_load(name, device):
-        if name == "gpt2-medium":
-            raise DownloadError("no pinned sha256 for 'gpt2-medium', so it is not downloaded automatically; ...")
-        return tiny
-
-    monkeypatch.delenv("FAST_DEV_RUN", raising=False)
-    monkeypatch.setattr(finetune, "load_gpt2", fake_load)
-    model, key = finetune.load_base_for_instructions("cpu")
-    out = capsys.readouterr().out.strip().splitlines()
-    assert model is tiny and key == "gpt2"
-    assert out == ["GPT-2 weights unavailable (gpt2-medium: no pinned sha256, so no automatic download): using gpt2 instead"]
+    asked = []
+    real = finetune.load_base_model
+    monkeypatch.setattr(finetune, "load_base_model", lambda name, device: asked.append(name) or real(name, device))
+    model, key = get_instruction_model(progress=False)
+    assert asked == ["gpt2-medium"] and key == "tinystories-fallback-fast"
+    out = capsys.readouterr().out
+    assert "Base model: the fast-mode TinyStories fallback model" in out
+    assert "gpt2-medium: fast mode takes GPT-2 only from $GPT2_DIR/gpt2-medium/" in out
