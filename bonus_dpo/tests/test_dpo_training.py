@@ -178,3 +178,21 @@ def test_offline_gpt2_path_through_a_transformers_checkpoint(tmp_path):
                     metrics=dpo_metrics(reference, average=True, max_batches=1))
     assert math.isfinite(history.train_loss[-1]) and math.isfinite(history["train_margin"][-1])
     assert any(not torch.equal(before[k], v) for k, v in policy.blocks[0].state_dict().items())
+
+
+def test_the_policy_starts_without_dropout(tmp_path):
+    """GPT-2's config carries dropout 0.1; policy_and_reference switches it off, so the policy in
+    train mode computes exactly the reference's log-probabilities at step 0 (loss log 2)."""
+    transformers = pytest.importorskip("transformers")
+    hf_cfg = transformers.GPT2Config(n_embd=32, n_layer=2, n_head=2, n_positions=128, vocab_size=50257)
+    torch.manual_seed(0)
+    transformers.GPT2LMHeadModel(hf_cfg).save_pretrained(tmp_path, safe_serialization=True)
+    model = load_gpt2(tmp_path)
+    assert model.cfg.drop_rate == 0.1  # what the file says
+    policy, reference = policy_and_reference(model)
+    assert policy.cfg.drop_rate == 0.0 and reference.cfg.drop_rate == 0.0
+    ds = PreferenceDataset(ENTRIES[:4], TOK, max_length=policy.cfg.context_length)
+    batch = next(iter(make_preference_loader(ds, batch_size=4, shuffle=False, max_length=policy.cfg.context_length)))
+    policy.train()
+    torch.manual_seed(1)
+    assert DPOLoss(reference)(policy, batch).item() == pytest.approx(math.log(2), abs=1e-6)
