@@ -9,6 +9,8 @@ the same code, is left to the smaller sizes (it would add a minute of reading ze
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
@@ -23,12 +25,21 @@ from tools.gpt2_standins import write_standin
 RANDOM, LARGE = ("gpt2",), ("gpt2-large", "gpt2-xl")
 
 
+def _link(src, dst):
+    """dst: a folder of hard links to src's files (no copy; works without symlink rights on Windows)."""
+    dst.mkdir(parents=True)
+    for f in src.iterdir():
+        os.link(f, dst / f.name)
+
+
 @pytest.fixture(scope="module")
-def standins(tmp_path_factory):
-    """A GPT2_DIR with all four sizes: random weights for 124M, sparse files for the others."""
-    root = tmp_path_factory.mktemp("gpt2_dir")
+def standins(tmp_path_factory, gpt2_standin_dir):
+    """A GPT2_DIR with all four sizes: the session's random 124M, sparse files for the others."""
+    root = tmp_path_factory.mktemp("gpt2_all_sizes")
+    _link(gpt2_standin_dir / "gpt2", root / "gpt2")
     for name in GPT2_HUB:
-        write_standin(root, name, sparse=name not in RANDOM)
+        if name not in RANDOM:
+            write_standin(root, name, sparse=True)
     return root
 
 
@@ -157,8 +168,8 @@ def test_offline_without_cache_says_so(hub, monkeypatch):
     assert err.value.reason.startswith("HF_HUB_OFFLINE is set")
 
 
-def test_a_folder_of_another_size_is_refused(standins, tmp_path, monkeypatch):
-    (tmp_path / "gpt2-medium").symlink_to(standins / "gpt2", target_is_directory=True)
+def test_a_folder_of_another_size_is_refused(gpt2_standin_dir, tmp_path, monkeypatch):
+    _link(gpt2_standin_dir / "gpt2", tmp_path / "gpt2-medium")
     monkeypatch.setenv("GPT2_DIR", str(tmp_path))
     with pytest.raises(ValueError, match=r"does not describe gpt2-medium: emb_dim 768 \(needs 1024\)"):
         load_gpt2("gpt2-medium")
@@ -175,9 +186,8 @@ def test_a_broken_config_json_is_one_sentence(tmp_path, text, needs):
 # --- load_base_model: which model, and one line saying why --------------------------------------
 
 
-def test_base_model_falls_back_from_medium_to_124m(standins, tmp_path, monkeypatch, capsys):
-    (tmp_path / "gpt2").symlink_to(standins / "gpt2", target_is_directory=True)
-    monkeypatch.setenv("GPT2_DIR", str(tmp_path))
+def test_base_model_falls_back_from_medium_to_124m(gpt2_standin_dir, monkeypatch, capsys):
+    monkeypatch.setenv("GPT2_DIR", str(gpt2_standin_dir))
     monkeypatch.setenv("FAST_DEV_RUN", "1")
     base = load_base_model("gpt2-medium")
     assert base.key == "gpt2" and base.is_gpt2 and base.source == "GPT2_DIR"

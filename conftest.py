@@ -1,0 +1,17 @@
+"""Fixtures shared by every chapter's tests."""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def gpt2_standin_dir(tmp_path_factory):
+    """A GPT2_DIR holding `gpt2/`: GPT-2 124M's exact shapes with random weights, written by
+    transformers' save_pretrained (tools.gpt2_standins). With it, every chapter takes its GPT-2
+    branch offline: OpenAI's weights cannot be downloaded here."""
+    from tools.gpt2_standins import write_standin
+
+    root = tmp_path_factory.mktemp("gpt2_dir")
+    write_standin(root, "gpt2")
+    return root
