@@ -17,11 +17,10 @@ import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm  # plain text bar: works in terminals, notebooks and CI logs
 
-from ch02_data import EOT_ID, DownloadError, fast_dev_run, fetch, gpt2_encoding, pick
+from ch02_data import EOT_ID, DownloadError, fast_dev_run, fetch, gpt2_encoding, pick, seeded_loader
 from ch04_gpt import GPTConfig, GPTModel
 from ch05_pretrain import generate, load_gpt2
 from ch05_pretrain.fallback import DATA_FILE, current_recipe, get_fallback_model, split_text
-from ch07_instruct.data import seeded_loader
 
 from .targets import TeacherTargets, _positive, as_token_tensor
 
@@ -98,10 +97,10 @@ class DistillDataset(Dataset):
 
 def windows_loader(dataset: Dataset, batch_size: int, shuffle: bool = True,
                    seed: int = 123) -> DataLoader:
-    """Batches of `dataset` in an order fixed by `seed` (chapter 7's `seeded_loader` with the
+    """Batches of `dataset` in an order fixed by (seed, epoch) (chapter 2's `seeded_loader` with the
     default collation): datasets of equal length are visited in the same window order, so every
     student in a comparison sees the same text at each step."""
-    return seeded_loader(dataset, None, batch_size, shuffle=shuffle, drop_last=shuffle, seed=seed)
+    return seeded_loader(dataset, batch_size, shuffle=shuffle, drop_last=shuffle, seed=seed)
 
 
 @torch.no_grad()

@@ -24,9 +24,8 @@ from functools import partial
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from ch02_data import EOT_ID, fetch, gpt2_encoding
+from ch02_data import EOT_ID, fetch, gpt2_encoding, seeded_loader
 from ch07_instruct import STYLES, format_prompt, split_entries
-from ch07_instruct.data import seeded_loader
 
 DATA_NAME = "instruction-data-with-preference.json"  # a key of ch02_data.SOURCES (sha256 pinned)
 KEYS = ("instruction", "input", "chosen", "rejected")  # "input" may be missing; "output" is ignored
@@ -232,8 +231,8 @@ def make_preference_loader(
     seed: int = 123,
     max_length: int | None = None,
 ) -> DataLoader:
-    """A seeded DataLoader (chapter 7's `seeded_loader`) of batch dicts made by
-    `preference_collate(max_length=max_length)`."""
+    """Chapter 2's `seeded_loader` (an order that depends only on (seed, epoch)) of batch dicts
+    made by `preference_collate(max_length=max_length)`."""
     _check_max_length(max_length)
-    return seeded_loader(dataset, partial(preference_collate, max_length=max_length), batch_size,
-                         shuffle, drop_last, seed)
+    return seeded_loader(dataset, batch_size, shuffle=shuffle, drop_last=drop_last, seed=seed,
+                         collate_fn=partial(preference_collate, max_length=max_length))

@@ -31,7 +31,8 @@ from tqdm import tqdm  # plain text bar: works in terminals, notebooks and CI lo
 from .checkpoint import check_checkpoint_path, save_checkpoint
 from .device import autocast, move_to_device
 from .losses import NoTargetsError, evaluate
-from .resume import Position, epoch_batches, loader_generators, rng_state, start_position
+from .resume import (Position, epoch_batches, loader_generators, rng_state, set_rng_state,
+                     start_position)
 
 
 @dataclass
@@ -274,12 +275,37 @@ def _metric_value(name: str, value) -> float:
                     "must return one number: a float, an int, a NumPy scalar or a 1-element tensor")
 
 
+@contextlib.contextmanager
+def _random_state_kept(loader, generators: list[torch.Generator]):
+    """Run the block, then put back every random state training consumes (torch's, the
+    accelerator's, the loader's generators) and the loader's sampler epoch: evaluation, metrics
+    and `on_eval` then never change which batches or dropout masks training sees next."""
+    saved, sampler = rng_state(generators), getattr(loader, "sampler", None)
+    epoch = getattr(sampler, "epoch", None)
+    try:
+        yield
+    finally:
+        set_rng_state(saved, generators)
+        if isinstance(epoch, int):
+            sampler.epoch = epoch
+
+
 def _evaluate_and_log(model, pos: Position, lr: float, elapsed: float, loss_fn, train_loader,
                       val_loader, eval_batches, device, autocast_dtype, metrics: dict,
-                      on_eval) -> float | None:
+                      on_eval, generators: list[torch.Generator]) -> float | None:
     """Append one History entry (mean training loss since the last one, validation loss, lr,
     metrics), then call `on_eval`; return the validation loss (None without a val_loader).
-    The training loss is nan when no micro-batch of the interval had a counted target."""
+    The training loss is nan when no micro-batch of the interval had a counted target.
+    Nothing here moves training's random states (`_random_state_kept`)."""
+    with _random_state_kept(train_loader, generators):
+        return _evaluate(model, pos, lr, elapsed, loss_fn, train_loader, val_loader,
+                         eval_batches, device, autocast_dtype, metrics, on_eval)
+
+
+def _evaluate(model, pos: Position, lr: float, elapsed: float, loss_fn, train_loader,
+              val_loader, eval_batches, device, autocast_dtype, metrics: dict,
+              on_eval) -> float | None:
+    """`_evaluate_and_log`'s work, which may consume random states."""
     val_loss = None
     if val_loader is not None:
         val_loss = evaluate(model, val_loader, loss_fn, eval_batches, device, autocast_dtype)
@@ -353,7 +379,9 @@ def train(
         warmup_steps, lr_schedule, min_lr_ratio: see `lr_factor`.
         metrics: name -> fn(model, loader) -> float, run in eval mode without gradients on
             `val_loader` and on `train_loader` at each evaluation (recorded as "val_<name>",
-            "train_<name>"); a metric decides itself how many batches to look at.
+            "train_<name>"); a metric decides itself how many batches to look at. Evaluation,
+            metrics and `on_eval` leave every random state as they found it, so neither they
+            nor `eval_every` change the batches or dropout masks training sees.
         on_eval: fn(model, step) called after each evaluation, in eval mode, without gradients.
         checkpoint_every: save a checkpoint to `checkpoint_path` every this many steps; one is
             always saved after the last step when `checkpoint_path` is set.
@@ -443,7 +471,8 @@ def train(
                 if _due(pos.step, eval_every, total_steps):
                     val_loss = _evaluate_and_log(model, pos, lr, pos.elapsed + seconds, loss_fn,
                                                  train_loader, val_loader, eval_batches, device,
-                                                 autocast_dtype, metrics or {}, on_eval)
+                                                 autocast_dtype, metrics or {}, on_eval,
+                                                 generators)
                     if val_loss is not None:
                         _show_progress(bar, postfix, {"val": f"{val_loss:.3f}"})
                 if checkpoint_path is not None and is_main and _due(pos.step, checkpoint_every,

@@ -19,7 +19,7 @@ from functools import partial
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from ch02_data import EOT_ID, fetch, gpt2_encoding
+from ch02_data import EOT_ID, fetch, gpt2_encoding, seeded_loader
 from ch05_pretrain import IGNORE_INDEX
 
 DATA_NAME = "instruction-data.json"  # a key of ch02_data.SOURCES (URL and sha256 pinned there)
@@ -220,21 +220,6 @@ def collate(
     return inputs, targets
 
 
-def seeded_loader(dataset: Dataset, collate_fn, batch_size: int = 8, shuffle: bool = False,
-                  drop_last: bool = False, seed: int = 123) -> DataLoader:
-    """A DataLoader over `dataset` with `collate_fn`, for this chapter and the ones after it.
-
-    With shuffle=True the order comes from a torch.Generator seeded with `seed`, so the batches
-    do not depend on anything else that used the global random state. num_workers=0: worker
-    processes break notebooks on macOS and Windows.
-    """
-    if not (_is_int(batch_size) and batch_size >= 1):
-        raise ValueError(f"batch_size={batch_size!r}; use a positive integer")
-    generator = torch.Generator().manual_seed(seed) if shuffle else None
-    return DataLoader(dataset, batch_size=int(batch_size), shuffle=shuffle, drop_last=drop_last,
-                      num_workers=0, collate_fn=collate_fn, generator=generator)
-
-
 def make_loader(
     dataset: InstructionDataset,
     batch_size: int = 8,
@@ -243,6 +228,7 @@ def make_loader(
     seed: int = 123,
     **collate_kwargs,
 ) -> DataLoader:
-    """A seeded DataLoader (`seeded_loader`) of (inputs, targets) batches made by
-    `collate(**collate_kwargs)`."""
-    return seeded_loader(dataset, partial(collate, **collate_kwargs), batch_size, shuffle, drop_last, seed)
+    """Chapter 2's `seeded_loader` (an order that depends only on (seed, epoch)) of
+    (inputs, targets) batches made by `collate(**collate_kwargs)`."""
+    return seeded_loader(dataset, batch_size, shuffle=shuffle, drop_last=drop_last, seed=seed,
+                         collate_fn=partial(collate, **collate_kwargs))

@@ -221,3 +221,51 @@ def test_ddp_model_uses_no_sync_and_saves_unwrapped(tmp_path):
         assert load_checkpoint(tmp_path / "d.pt")["model"].keys() == model.state_dict().keys()
     finally:
         dist.destroy_process_group()
+
+
+def whole_loader_loss(model, loader):
+    """A train-set metric that reads the whole loader (a full pass: it would count an epoch)."""
+    return sum(lm_loss(model, batch).item() for batch in loader)
+
+
+@pytest.mark.parametrize("loader_kind", ["seeded", "global"])
+def test_evaluation_never_changes_the_batches_training_sees(loader_kind):
+    # A peek, another eval_every, a validation loader or a train-set metric: the same batches in
+    # the same order, the same dropout masks, so the same weights and the same step losses.
+    from ch02_data import seeded_loader
+
+    cfg = TINY.replace(drop_rate=0.2)
+    data = make_data(n=10)
+
+    def run(eval_every, peek=False, metrics=None, val=False):
+        model = make_model(cfg, seed=1)
+        opt = torch.optim.AdamW(model.parameters(), lr=5e-3)
+        if loader_kind == "seeded":
+            loader = seeded_loader(data, 2, shuffle=True, seed=123)  # 5 batches
+        else:  # a plain DataLoader that shuffles from torch's global random state
+            loader = DataLoader(data, batch_size=2, shuffle=True)
+        if peek:
+            next(iter(loader))
+        seen = []
+
+        def recording_loss(model, batch):
+            if model.training:  # a training batch, not a validation one
+                seen.append(batch[0].tolist())
+            return lm_loss(model, batch)
+
+        train(model, opt, loader, recording_loss, epochs=3, eval_every=eval_every, seed=3,
+              val_loader=DataLoader(data, batch_size=4, shuffle=val) if val else None,
+              metrics=metrics, progress=False)
+        return seen, params_of(model)
+
+    base_seen, base_params = run(15)
+    assert len(base_seen) == 15
+    variants = [dict(eval_every=1), dict(eval_every=2, val=True),
+                dict(eval_every=1, metrics={"all": whole_loader_loss, "first": first_batch_loss})]
+    if loader_kind == "seeded":
+        variants.append(dict(eval_every=15, peek=True))
+    for kw in variants:
+        seen, params = run(**kw)
+        assert seen == base_seen, kw
+        for k, v in base_params.items():
+            assert torch.equal(v, params[k]), (kw, k)

@@ -160,6 +160,9 @@ def test_loader_is_seeded_and_yields_tensors():
     torch.manual_seed(999)  # the global state does not matter
     again = [x.tolist() for x, _ in make_loader(ds, 3, shuffle=True, seed=5)]
     assert first == again and len(first) == 3
+    peeked = make_loader(ds, 3, shuffle=True, seed=5)
+    next(iter(peeked))  # a look at one batch does not change the order that follows
+    assert [x.tolist() for x, _ in peeked] == first
     with pytest.raises(ValueError, match="batch_size=0"):
         make_loader(ds, 0)
 
