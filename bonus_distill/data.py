@@ -73,7 +73,8 @@ class DistillDataset(Dataset):
     inputs and targets, with the teacher's stored predictions for positions s .. s + T - 1.
 
     Items are dicts with "inputs" and "targets" (T,) int64, "teacher_ids" (T, k) int64 and
-    "teacher_logprobs" (T, k) float32; the default DataLoader collation stacks them. The
+    "teacher_logprobs" (T, k) float32, and "teacher_sampled" (a bool: the file holds draws, so
+    the loss must be `DistillLoss.for_targets`); the default DataLoader collation stacks them. The
     targets file is checked against the corpus first (`TeacherTargets.check_corpus`).
     """
 
@@ -92,7 +93,8 @@ class DistillDataset(Dataset):
         s = i * self.T
         t_ids, t_lp = self.targets.window(s, self.T)
         return {"inputs": self.ids[s: s + self.T], "targets": self.ids[s + 1: s + self.T + 1],
-                "teacher_ids": t_ids, "teacher_logprobs": t_lp}
+                "teacher_ids": t_ids, "teacher_logprobs": t_lp,
+                "teacher_sampled": torch.tensor(self.targets.sampled)}
 
 
 def windows_loader(dataset: Dataset, batch_size: int, shuffle: bool = True,
