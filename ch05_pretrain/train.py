@@ -166,6 +166,17 @@ def _batches_per_epoch(loader) -> int:
     return n
 
 
+def _check_val_loader(loader) -> None:
+    """Refuse a validation loader without batches: every val_loss would be nan."""
+    try:
+        n = len(loader) if loader is not None else None
+    except TypeError:  # an iterable without len(): evaluate finds out
+        return
+    if n == 0:
+        raise ValueError("val_loader has no batches (len 0), so every validation loss would be "
+                         "nan; give a loader with at least one batch, or val_loader=None for none")
+
+
 def _forward_backward(model, loss_fn, batch, group_size: int, last_micro: bool, device,
                       autocast_dtype, distributed: bool) -> torch.Tensor | None:
     """Add one micro-batch's share of the step's gradient; return its loss / group_size,
@@ -415,6 +426,7 @@ def train(
     device, world_size, is_main = _placement(model, device)
     count_tokens = count_tokens or default_count_tokens
     n_batches = _batches_per_epoch(train_loader)
+    _check_val_loader(val_loader)
     steps_per_epoch = math.ceil(n_batches / grad_accum_steps)
     total_steps = max_steps if max_steps is not None else epochs * steps_per_epoch
     lr_factor(0, total_steps, warmup_steps, lr_schedule, min_lr_ratio)  # a bad schedule fails now
