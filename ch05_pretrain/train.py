@@ -178,10 +178,10 @@ def _check_val_loader(loader) -> None:
 
 
 def _forward_backward(model, loss_fn, batch, group_size: int, last_micro: bool, device,
-                      autocast_dtype, distributed: bool) -> torch.Tensor | None:
+                      autocast_dtype, distributed: bool) -> torch.Tensor | NoTargetsError:
     """Add one micro-batch's share of the step's gradient; return its loss / group_size,
-    detached, as a float32 tensor that stays on the device (no sync). None, and no gradient,
-    when the batch has no counted targets (`NoTargetsError`)."""
+    detached, as a float32 tensor that stays on the device (no sync). The `NoTargetsError`,
+    and no gradient, when the batch has no counted targets (its message says why)."""
     # DDP all-reduces gradients in backward; skip that on all but the last micro-batch.
     sync = contextlib.nullcontext()
     if not last_micro and hasattr(model, "no_sync"):
@@ -194,7 +194,7 @@ def _forward_backward(model, loss_fn, batch, group_size: int, last_micro: bool, 
             if distributed:  # one rank skipping alone would leave the others waiting for it
                 raise NoTargetsError(f"{e}; in a distributed run no rank can skip a batch "
                                      "alone, so leave such batches out of the data") from e
-            return None
+            return e
         (loss / group_size).backward()
     return loss.detach().float() / group_size
 
@@ -263,12 +263,14 @@ def _show_progress(bar: tqdm, postfix: dict, values: dict[str, str], tick: bool 
         bar.update(1)  # redraws the bar, postfix included
 
 
-def _report_skipped(skipped: int, seen: int, is_main: bool) -> None:
-    """Say how many micro-batches had no counted target; refuse a run in which none had one."""
+def _report_skipped(skipped: int, seen: int, is_main: bool, reason: str | None = None) -> None:
+    """Say how many micro-batches had no counted target; refuse a run in which none had one.
+    `reason`: the first skipped batch's NoTargetsError message, which may say what to change."""
     if skipped and skipped == seen:
+        said = f" The first one said: {reason}" if reason else ""
         raise NoTargetsError(f"none of the {seen} micro-batches of this run had a counted target "
                              "(every target was -100), so nothing was learned; check how the "
-                             "batches are masked")
+                             f"batches are masked.{said}")
     if skipped and is_main:
         print(f"train: skipped {skipped} micro-batch{'es' if skipped > 1 else ''} of {seen} "
               "with no counted targets (every target -100); they added no loss, gradient or "
@@ -449,6 +451,7 @@ def train(
                disable=not (progress and is_main))
     t_start, tokens_at_start, postfix = time.perf_counter(), pos.tokens_seen, {}
     seen, skipped = 0, 0  # micro-batches in this call, and those without counted targets
+    skip_reason = None  # the first skipped micro-batch's NoTargetsError message
     try:
         while pos.step < total_steps:
             epoch_rng, batches = epoch_batches(train_loader, n_batches, pos, resumed, generators)
@@ -461,8 +464,9 @@ def train(
                 loss = _forward_backward(model, loss_fn, batch, group_size, last_micro, device,
                                          autocast_dtype, world_size > 1)
                 seen += 1
-                if loss is None:  # no counted targets: adds no loss, gradient or tokens
+                if isinstance(loss, NoTargetsError):  # adds no loss, gradient or tokens
                     skipped += 1
+                    skip_reason = skip_reason or str(loss)
                 else:
                     step_loss, counted = step_loss + loss, counted + 1
                     step_tokens += count_tokens(batch)
@@ -497,5 +501,5 @@ def train(
     finally:
         bar.close()
         model.train(was_training)
-    _report_skipped(skipped, seen, is_main)
+    _report_skipped(skipped, seen, is_main, skip_reason)
     return pos.history
