@@ -177,6 +177,21 @@ def _pairs(items: Sequence[dict], pad_id: int, max_length: int | None) -> tuple[
             "chosen_mask": chosen_mask[keep], "rejected_mask": rejected_mask[keep]}, keep
 
 
+def _check_pair_item(item, i: int) -> None:
+    """Refuse an item that is not PreferenceDataset's {"prompt", "chosen", "rejected"}: lists of ids."""
+    keys = ("prompt", "chosen", "rejected")
+    if not isinstance(item, dict) or not set(keys) <= set(item):
+        got = f"keys {sorted(map(str, item))}" if isinstance(item, dict) else type(item).__name__
+        raise ValueError(f"items[{i}] has {got}; preference_collate takes PreferenceDataset "
+                         f"items, dicts with {keys} as lists of token ids")
+    for key in keys:
+        ids = item[key]
+        if isinstance(ids, (str, bytes)) or not isinstance(ids, (Sequence, torch.Tensor)) \
+                or not all(_is_int(t) or isinstance(t, torch.Tensor) and t.dim() == 0 for t in ids):
+            raise ValueError(f"items[{i}][{key!r}] is {ids!r:.60}; use a list of int token ids "
+                             "(encode the text first: PreferenceDataset does)")
+
+
 def preference_collate(
     items: Sequence[dict], pad_id: int = EOT_ID, max_length: int | None = None
 ) -> dict:
@@ -202,6 +217,8 @@ def preference_collate(
     """
     if not items:
         raise ValueError("items is empty; preference_collate needs at least one pair")
+    for i, item in enumerate(items):
+        _check_pair_item(item, i)
     _check_max_length(max_length)
     carries_ref = [all(key in item for key in REF_KEYS) for item in items]
     if any(carries_ref) and not all(carries_ref):

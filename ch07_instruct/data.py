@@ -45,17 +45,24 @@ def check_entries(entries, name: str = "entries", need_output: bool = True) -> l
         raise ValueError(
             f"{name} is a {type(entries).__name__}; give a list of dicts with the keys {KEYS}"
         )
-    required = ("instruction", "output") if need_output else ("instruction",)
     for i, entry in enumerate(entries):
-        if not isinstance(entry, dict):
-            raise ValueError(f"{name}[{i}] is a {type(entry).__name__}; each entry must be a dict with the keys {KEYS}")
-        for key in required:
-            if key not in entry:
-                raise ValueError(f"{name}[{i}] has no {key!r} key (it has {sorted(entry)}); each entry needs {required}")
-        for key in KEYS:
-            if key in entry and not isinstance(entry[key], str):
-                raise ValueError(f"{name}[{i}][{key!r}] is a {type(entry[key]).__name__}; it must be a str (empty is allowed)")
+        check_entry(entry, f"{name}[{i}]", need_output)
     return list(entries)
+
+
+def check_entry(entry, name: str = "entry", need_output: bool = True) -> dict:
+    """Return `entry` after checking it is a dict of strings with the keys `check_entries` needs;
+    a ValueError names `name`, the key and what it holds instead."""
+    required = ("instruction", "output") if need_output else ("instruction",)
+    if not isinstance(entry, dict):
+        raise ValueError(f"{name} is a {type(entry).__name__}; each entry must be a dict with the keys {KEYS}")
+    for key in required:
+        if key not in entry:
+            raise ValueError(f"{name} has no {key!r} key (it has {sorted(map(str, entry))}); each entry needs {required}")
+    for key in KEYS:
+        if key in entry and not isinstance(entry[key], str):
+            raise ValueError(f"{name}[{key!r}] is a {type(entry[key]).__name__}; it must be a str (empty is allowed)")
+    return entry
 
 
 def load_instruction_data() -> list[dict]:
@@ -104,6 +111,7 @@ def format_prompt(entry: dict, style: str = "alpaca") -> str:
     input), "<|assistant|>" and a newline. Those markers are plain text to GPT-2's tokenizer.
     """
     _check_style(style)
+    check_entry(entry, need_output=False)
     instruction, extra = entry["instruction"], entry.get("input", "")
     if style == "alpaca":
         text = f"{ALPACA_PREAMBLE}\n\n### Instruction:\n{instruction}"
@@ -118,6 +126,7 @@ def format_prompt(entry: dict, style: str = "alpaca") -> str:
 
 def format_example(entry: dict, style: str = "alpaca") -> str:
     """The training text: the prompt followed by the reference output (without the end token)."""
+    check_entry(entry)
     return format_prompt(entry, style) + entry["output"]
 
 
@@ -132,6 +141,7 @@ def encode_example(entry: dict, tokenizer=None, style: str = "alpaca") -> tuple[
     tokens across the boundary and train on a prompt the model is never shown.
     `<|endoftext|>` typed inside a text is encoded as ordinary text, never as the end token.
     """
+    check_entry(entry)
     tokenizer = tokenizer or gpt2_encoding()
     prompt = tokenizer.encode(format_prompt(entry, style), disallowed_special=())
     output = tokenizer.encode(entry["output"], disallowed_special=())
@@ -180,6 +190,22 @@ def _is_int(x) -> bool:
     return isinstance(x, numbers.Integral) and not isinstance(x, bool)
 
 
+def _check_item(item, i: int) -> None:
+    """Refuse an item that is not InstructionDataset's {"input_ids": ids, "prompt_len": int}."""
+    if not isinstance(item, dict) or not {"input_ids", "prompt_len"} <= set(item):
+        got = f"keys {sorted(map(str, item))}" if isinstance(item, dict) else type(item).__name__
+        raise ValueError(f"items[{i}] has {got}; collate takes InstructionDataset items, dicts "
+                         "with 'input_ids' (a list of token ids) and 'prompt_len' (an int)")
+    ids, n = item["input_ids"], item["prompt_len"]
+    if isinstance(ids, (str, bytes)) or not isinstance(ids, (Sequence, torch.Tensor)) or len(ids) == 0 \
+            or not all(_is_int(t) or isinstance(t, torch.Tensor) and t.dim() == 0 for t in ids):
+        raise ValueError(f"items[{i}]['input_ids'] is {ids!r:.60}; use a non-empty list of int "
+                         "token ids")
+    if not (_is_int(n) and 0 <= n <= len(ids)):
+        raise ValueError(f"items[{i}]['prompt_len'] is {n!r}; use an int from 0 to "
+                         f"len(input_ids) = {len(ids)}")
+
+
 def collate(
     items: Sequence[dict],
     pad_id: int = EOT_ID,
@@ -200,6 +226,8 @@ def collate(
     """
     if not items:
         raise ValueError("items is empty; collate needs at least one example")
+    for i, item in enumerate(items):
+        _check_item(item, i)
     if max_length is not None and not (_is_int(max_length) and max_length >= 1):
         raise ValueError(f"max_length={max_length!r}; use a positive integer or None")
     longest = max(len(item["input_ids"]) for item in items)
