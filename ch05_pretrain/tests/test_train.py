@@ -138,15 +138,19 @@ def first_batch_loss(model, loader):
     return lm_loss(model, next(iter(loader))).item()
 
 
-@pytest.mark.parametrize("own_generator", [True, False])
+@pytest.mark.parametrize("own_generator", [True, False, "seeded_loader"])
 @pytest.mark.parametrize("checkpoint_every", [4, 3])  # mid-epoch, epoch boundary
 def test_resume_reproduces_uninterrupted_run_exactly(tmp_path, own_generator, checkpoint_every):
+    from ch02_data import seeded_loader
+
     cfg = TINY.replace(drop_rate=0.2)  # dropout: the RNG state must be restored too
     data = make_data(n=10)
 
     def setup():
         model = make_model(cfg, seed=1)
         opt = torch.optim.AdamW(model.parameters(), lr=5e-3)
+        if own_generator == "seeded_loader":  # the order comes from (seed, epoch) alone
+            return model, opt, seeded_loader(data, 2, shuffle=True, seed=7)
         g = torch.Generator().manual_seed(7) if own_generator else None
         loader = DataLoader(data, batch_size=2, shuffle=True, generator=g)  # 5 batches
         return model, opt, loader
