@@ -194,8 +194,8 @@ class BPETokenizer:
         def to_bytes(token: str) -> bytes:
             return bytes(byte_of[c] for c in token)
 
-        swapped = (f"the paths look swapped; call from_gpt2_files(encoder_json_path, "
-                   f"vocab_bpe_path), encoder.json first")
+        swapped = ("the paths look swapped; call from_gpt2_files(encoder_json_path, "
+                   "vocab_bpe_path), encoder.json first")
         with open(encoder_json_path, encoding="utf-8") as f:
             text = f.read()
         if text.startswith("#version"):

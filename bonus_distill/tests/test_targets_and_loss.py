@@ -1,6 +1,8 @@
 """The stored teacher targets and the distillation loss, on tiny models (no data, no network)."""
 
+import json
 import math
+import os
 
 import numpy as np
 import pytest
@@ -305,7 +307,7 @@ def test_a_hand_edited_header_of_the_same_size_is_refused(tmp_path, corpus):
     header = read_header(tmp_path / "t.bin")
     header.update(k=8, n_positions=header["n_positions"] // 2)  # the same 4 * k * n bytes
     raw = (tmp_path / "t.bin").read_bytes()
-    text = b"GPT-DISTILL-TARGETS v1\n" + __import__("json").dumps(header, sort_keys=True).encode() + b"\n"
+    text = b"GPT-DISTILL-TARGETS v1\n" + json.dumps(header, sort_keys=True).encode() + b"\n"
     (tmp_path / "t.bin").write_bytes(text.ljust(HEADER_BYTES, b" ") + raw[HEADER_BYTES:])
     with pytest.raises(ValueError, match="header does not describe a layout"):
         TeacherTargets(tmp_path / "t.bin")
@@ -316,7 +318,6 @@ def test_a_file_truncated_while_open_raises_instead_of_crashing(tmp_path, corpus
                        progress=False)
     targets = TeacherTargets(tmp_path / "t.bin")
     targets.window(0, T)
-    import os
     os.truncate(tmp_path / "t.bin", HEADER_BYTES + 16)  # a reader of its mapped pages got SIGBUS
     with pytest.raises(ValueError, match=r"shrank to 4,112 bytes .* while it was open"):
         targets.window(T * 4, T)

@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+from ch02_data import seeded_loader
 from ch04_gpt import GPTConfig, GPTModel
 from ch05_pretrain.checkpoint import load_checkpoint
 from ch05_pretrain.losses import lm_loss
@@ -141,8 +142,6 @@ def first_batch_loss(model, loader):
 @pytest.mark.parametrize("own_generator", [True, False, "seeded_loader"])
 @pytest.mark.parametrize("checkpoint_every", [4, 3])  # mid-epoch, epoch boundary
 def test_resume_reproduces_uninterrupted_run_exactly(tmp_path, own_generator, checkpoint_every):
-    from ch02_data import seeded_loader
-
     cfg = TINY.replace(drop_rate=0.2)  # dropout: the RNG state must be restored too
     data = make_data(n=10)
 
@@ -236,8 +235,6 @@ def whole_loader_loss(model, loader):
 def test_evaluation_never_changes_the_batches_training_sees(loader_kind):
     # A peek, another eval_every, a validation loader or a train-set metric: the same batches in
     # the same order, the same dropout masks, so the same weights and the same step losses.
-    from ch02_data import seeded_loader
-
     cfg = TINY.replace(drop_rate=0.2)
     data = make_data(n=10)
 

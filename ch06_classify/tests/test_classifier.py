@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader
 
 from ch02_data import EOT_ID, gpt2_encoding
 from ch04_gpt import GPTConfig, GPTModel
-from ch05_pretrain import evaluate, train
+from ch05_pretrain import evaluate, load_model, save_checkpoint, train
 from ch06_classify.classifier import (
     accuracy,
     classification_loss,
@@ -21,7 +21,7 @@ from ch06_classify.classifier import (
     save_classifier,
     to_classifier,
 )
-from ch06_classify.lora import add_lora
+from ch06_classify.lora import LoRALinear, add_lora
 
 V, T, C = 64, 16, 16
 TINY = GPTConfig(vocab_size=V, context_length=T, emb_dim=C, n_heads=2, n_layers=2, drop_rate=0.0)
@@ -323,14 +323,12 @@ def test_a_language_model_is_refused_where_a_classifier_belongs(tmp_path):
         classification_loss(lm, spam_batch())
     with pytest.raises(ValueError, match="save_classifier got a language model"):
         save_classifier(tmp_path / "lm.pt", lm)
-    from ch05_pretrain import save_checkpoint
     save_checkpoint(tmp_path / "lm.pt", lm, None, num_classes=V, lora=None, causal=True, extra={})
     with pytest.raises(ValueError, match="never passed through to_classifier"):
         load_classifier(tmp_path / "lm.pt")
 
 
 def test_chapter5_load_model_refuses_a_classifier(tmp_path):
-    from ch05_pretrain import load_model
     path = save_classifier(tmp_path / "clf.pt", make_classifier())
     with pytest.raises(ValueError, match=r"is a classifier \(2 classes.*load_classifier"):
         load_model(path)
@@ -352,7 +350,6 @@ def test_pool_refuses_2d_logits():
 
 @pytest.mark.parametrize("trainable", ["head", "last_block", "all"])
 def test_to_classifier_after_add_lora_keeps_loras_split(trainable):
-    from ch06_classify.lora import LoRALinear
     torch.manual_seed(0)
     model = to_classifier(add_lora(GPTModel(TINY), rank=2), trainable=trainable)
     layers = [m for m in model.modules() if isinstance(m, LoRALinear)]
