@@ -17,11 +17,10 @@ import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm  # plain text bar: works in terminals, notebooks and CI logs
 
-from ch02_data import EOT_ID, fetch, gpt2_encoding, pick
+from ch02_data import EOT_ID, fetch, gpt2_encoding, pick, seeded_loader
 from ch04_gpt import GPTConfig, GPTModel
 from ch05_pretrain import generate, load_base_model
 from ch05_pretrain.fallback import DATA_FILE, current_recipe, split_text
-from ch07_instruct.data import seeded_loader
 
 from .targets import TeacherTargets, _positive, as_token_tensor
 
@@ -68,7 +67,8 @@ class DistillDataset(Dataset):
     inputs and targets, with the teacher's stored predictions for positions s .. s + T - 1.
 
     Items are dicts with "inputs" and "targets" (T,) int64, "teacher_ids" (T, k) int64 and
-    "teacher_logprobs" (T, k) float32; the default DataLoader collation stacks them. The
+    "teacher_logprobs" (T, k) float32, and "teacher_sampled" (a bool: the file holds draws, so
+    the loss must be `DistillLoss.for_targets`); the default DataLoader collation stacks them. The
     targets file is checked against the corpus first (`TeacherTargets.check_corpus`).
     """
 
@@ -87,15 +87,16 @@ class DistillDataset(Dataset):
         s = i * self.T
         t_ids, t_lp = self.targets.window(s, self.T)
         return {"inputs": self.ids[s: s + self.T], "targets": self.ids[s + 1: s + self.T + 1],
-                "teacher_ids": t_ids, "teacher_logprobs": t_lp}
+                "teacher_ids": t_ids, "teacher_logprobs": t_lp,
+                "teacher_sampled": torch.tensor(self.targets.sampled)}
 
 
 def windows_loader(dataset: Dataset, batch_size: int, shuffle: bool = True,
                    seed: int = 123) -> DataLoader:
-    """Batches of `dataset` in an order fixed by `seed` (chapter 7's `seeded_loader` with the
+    """Batches of `dataset` in an order fixed by (seed, epoch) (chapter 2's `seeded_loader` with the
     default collation): datasets of equal length are visited in the same window order, so every
     student in a comparison sees the same text at each step."""
-    return seeded_loader(dataset, None, batch_size, shuffle=shuffle, drop_last=shuffle, seed=seed)
+    return seeded_loader(dataset, batch_size, shuffle=shuffle, drop_last=shuffle, seed=seed)
 
 
 @torch.no_grad()

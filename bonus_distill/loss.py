@@ -134,6 +134,12 @@ class DistillLoss:
         if missing:
             raise ValueError(f"the batch lacks {missing}; use batches from DistillDataset "
                              f"(keys {list(BATCH_KEYS)})")
+        sampled = batch.get("teacher_sampled")
+        if sampled is not None and bool(torch.as_tensor(sampled).any()) != self.sampled:
+            made, holds = ("sampled", "top-k") if self.sampled else ("top-k", "sampled")
+            raise ValueError(f"this DistillLoss is for {made} targets but the batch holds {holds} "
+                             "ones, whose log-probabilities mean something else; make the loss "
+                             "with DistillLoss.for_targets(targets)")
         return distill_loss(model(batch["inputs"]), batch["teacher_ids"],
                             batch["teacher_logprobs"], batch["targets"],
                             self.temperature, self.alpha, self.sampled)

@@ -100,7 +100,31 @@ def read_header(path: str | os.PathLike) -> dict:
     if not head.startswith(MAGIC) or len(head) < HEADER_BYTES:
         raise ValueError(f"{path} is not a teacher-targets file (no {MAGIC[:-1].decode()!r} "
                          "header); make one with precompute_teacher")
-    return json.loads(head[len(MAGIC):].decode().strip())
+    try:
+        header = json.loads(head[len(MAGIC):].decode().strip())
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}'s header is not valid JSON ({e}); the file was edited or "
+                         "damaged: run precompute_teacher again") from None
+    _check_layout(path, header)
+    return header
+
+
+def _check_layout(path: Path, h: dict) -> None:
+    """Refuse a header whose fields disagree with each other (a hand edit): the arrays would
+    otherwise be read with the wrong shape, even when the file has the size the header implies."""
+    try:
+        k, n, n_tokens, context = (h[key] for key in ("k", "n_positions", "n_tokens",
+                                                       "context_length"))
+        consistent = (all(_is_int(v) and v >= 1 for v in (k, n, n_tokens, context))
+                      and h["format"] == FORMAT_NOTE and h["ids_dtype"] == "uint16"
+                      and h["values_dtype"] == "float16" and h["bytes_per_position"] == 4 * k
+                      and n == n_positions_for(n_tokens, context) and k <= h["vocab_size"])
+    except (KeyError, TypeError):
+        consistent = False
+    if not consistent:
+        raise ValueError(f"{path}'s header does not describe a layout precompute_teacher writes "
+                         "(k, n_positions, n_tokens, context_length, bytes_per_position or the "
+                         "dtypes disagree): it was edited or damaged; run precompute_teacher again")
 
 
 def _sample_rows(logprobs: torch.Tensor, k: int, temperature: float,
@@ -183,6 +207,12 @@ def precompute_teacher(
     if not path.parent.is_dir():
         raise ValueError(f"path={str(path)!r}: the folder {str(path.parent)!r} does not exist; "
                          "create it first")
+    if path.is_dir():  # the rename at the end would fail and discard the whole pass
+        raise ValueError(f"path={str(path)!r} is a folder; give the file to write, such as "
+                         f"{str(path / 'teacher_targets.bin')!r}")
+    if path.exists() and not os.access(path, os.W_OK) or not os.access(path.parent, os.W_OK):
+        raise ValueError(f"path={str(path)!r} cannot be written (no permission); choose another "
+                         "file")
 
     header = {
         "format": FORMAT_NOTE, "k": k, "vocab_size": vocab_size, "values_dtype": "float16",
@@ -273,11 +303,22 @@ class TeacherTargets:
             raise ValueError(f"k={k}; {self.path.name} holds draws, whose slots are not ranked, so "
                              f"only all {self.stored_k} can be used")
         shape = (self.n_positions, self.stored_k)
-        self.ids = np.memmap(self.path, dtype=np.uint16, mode="r", offset=HEADER_BYTES,
+        self._expected_bytes = expected
+        self._file = open(self.path, "rb")  # the maps read this file, even if the path is replaced
+        self.ids = np.memmap(self._file, dtype=np.uint16, mode="r", offset=HEADER_BYTES,
                              shape=shape)[:, : self.k]
-        self.logprobs = np.memmap(self.path, dtype=np.float16, mode="r",
+        self.logprobs = np.memmap(self._file, dtype=np.float16, mode="r",
                                   offset=HEADER_BYTES + 2 * self.n_positions * self.stored_k,
                                   shape=shape)[:, : self.k]
+
+    def _check_still_whole(self) -> None:
+        """Refuse to read when the file was truncated since it was opened: reading a mapped page
+        past its new end would kill the process (SIGBUS) instead of raising."""
+        size = os.fstat(self._file.fileno()).st_size
+        if size < self._expected_bytes:
+            raise ValueError(f"{self.path} shrank to {size:,} bytes (of {self._expected_bytes:,}) "
+                             "while it was open; it was truncated or is being rewritten: run "
+                             "precompute_teacher again and reopen it")
 
     @property
     def bytes_per_position(self) -> int:
@@ -290,6 +331,7 @@ class TeacherTargets:
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         if not _is_int(i) or not -self.n_positions <= i < self.n_positions:
             raise IndexError(f"position {i!r} is outside 0..{self.n_positions - 1}")
+        self._check_still_whole()
         return (torch.from_numpy(self.ids[i].astype(np.int64)),
                 torch.from_numpy(self.logprobs[i].astype(np.float32)))
 
@@ -303,6 +345,7 @@ class TeacherTargets:
             raise IndexError(f"rows {start}..{start + length - 1} are outside "
                              f"0..{self.n_positions - 1}")
         rows = slice(start, start + length)
+        self._check_still_whole()
         return (torch.from_numpy(self.ids[rows].astype(np.int64)),
                 torch.from_numpy(self.logprobs[rows].astype(np.float32)))
 

@@ -24,9 +24,8 @@ from functools import partial
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from ch02_data import EOT_ID, fetch, gpt2_encoding
+from ch02_data import EOT_ID, fetch, gpt2_encoding, seeded_loader
 from ch07_instruct import STYLES, format_prompt, split_entries
-from ch07_instruct.data import seeded_loader
 
 DATA_NAME = "instruction-data-with-preference.json"  # a key of ch02_data.SOURCES (sha256 pinned)
 KEYS = ("instruction", "input", "chosen", "rejected")  # "input" may be missing; "output" is ignored
@@ -178,6 +177,21 @@ def _pairs(items: Sequence[dict], pad_id: int, max_length: int | None) -> tuple[
             "chosen_mask": chosen_mask[keep], "rejected_mask": rejected_mask[keep]}, keep
 
 
+def _check_pair_item(item, i: int) -> None:
+    """Refuse an item that is not PreferenceDataset's {"prompt", "chosen", "rejected"}: lists of ids."""
+    keys = ("prompt", "chosen", "rejected")
+    if not isinstance(item, dict) or not set(keys) <= set(item):
+        got = f"keys {sorted(map(str, item))}" if isinstance(item, dict) else type(item).__name__
+        raise ValueError(f"items[{i}] has {got}; preference_collate takes PreferenceDataset "
+                         f"items, dicts with {keys} as lists of token ids")
+    for key in keys:
+        ids = item[key]
+        if isinstance(ids, (str, bytes)) or not isinstance(ids, (Sequence, torch.Tensor)) \
+                or not all(_is_int(t) or isinstance(t, torch.Tensor) and t.dim() == 0 for t in ids):
+            raise ValueError(f"items[{i}][{key!r}] is {ids!r:.60}; use a list of int token ids "
+                             "(encode the text first: PreferenceDataset does)")
+
+
 def preference_collate(
     items: Sequence[dict], pad_id: int = EOT_ID, max_length: int | None = None
 ) -> dict:
@@ -203,6 +217,8 @@ def preference_collate(
     """
     if not items:
         raise ValueError("items is empty; preference_collate needs at least one pair")
+    for i, item in enumerate(items):
+        _check_pair_item(item, i)
     _check_max_length(max_length)
     carries_ref = [all(key in item for key in REF_KEYS) for item in items]
     if any(carries_ref) and not all(carries_ref):
@@ -232,8 +248,8 @@ def make_preference_loader(
     seed: int = 123,
     max_length: int | None = None,
 ) -> DataLoader:
-    """A seeded DataLoader (chapter 7's `seeded_loader`) of batch dicts made by
-    `preference_collate(max_length=max_length)`."""
+    """Chapter 2's `seeded_loader` (an order that depends only on (seed, epoch)) of batch dicts
+    made by `preference_collate(max_length=max_length)`."""
     _check_max_length(max_length)
-    return seeded_loader(dataset, partial(preference_collate, max_length=max_length), batch_size,
-                         shuffle, drop_last, seed)
+    return seeded_loader(dataset, batch_size, shuffle=shuffle, drop_last=drop_last, seed=seed,
+                         collate_fn=partial(preference_collate, max_length=max_length))

@@ -1,7 +1,7 @@
 """Chapter 2: working with text data — downloads, tokenizers, and the sliding-window loader."""
 
 from .bpe import BPETokenizer
-from .dataset import GPTDataset, create_dataloader
+from .dataset import GPTDataset, SeededSampler, create_dataloader, seeded_loader
 from .encoding import EOT_ID, gpt2_encoding
 from .download import DownloadError, Unpack, download, sha256_of
 from .fastmode import fast_dev_run, pick
@@ -14,6 +14,7 @@ __all__ = [
     "EOT_ID",
     "GPTDataset",
     "SOURCES",
+    "SeededSampler",
     "SimpleTokenizer",
     "UnknownWordError",
     "Unpack",
@@ -25,6 +26,7 @@ __all__ = [
     "fetch",
     "gpt2_encoding",
     "pick",
+    "seeded_loader",
     "sha256_of",
     "tokenize",
 ]

@@ -121,7 +121,20 @@ class BPETokenizer:
         the smallest ids, so training is deterministic. Training stops early, with a smaller
         vocabulary, if no pair is left to merge.
         """
+        if not isinstance(text, str):
+            raise ValueError(f"text is a {type(text).__name__}; train on a str")
+        if isinstance(special_tokens, str):  # would be read as one special token per character
+            raise ValueError(f"special_tokens={special_tokens!r} is one str; give a list of them, "
+                             f"e.g. [{special_tokens!r}]")
         special_tokens = list(special_tokens)
+        for token in special_tokens:
+            if not isinstance(token, str) or not token:
+                raise ValueError(f"special_tokens holds {token!r}; each special token must be a "
+                                 "non-empty str, such as '<|endoftext|>'")
+        repeated = sorted({t for t in special_tokens if special_tokens.count(t) > 1})
+        if repeated:
+            raise ValueError(f"special_tokens lists {repeated} more than once; give each special "
+                             "token once (each gets one id)")
         smallest = 256 + len(special_tokens)  # the single bytes and the special tokens
         if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < smallest:
             raise ValueError(
@@ -181,15 +194,29 @@ class BPETokenizer:
         def to_bytes(token: str) -> bytes:
             return bytes(byte_of[c] for c in token)
 
+        swapped = ("the paths look swapped; call from_gpt2_files(encoder_json_path, "
+                   "vocab_bpe_path), encoder.json first")
         with open(encoder_json_path, encoding="utf-8") as f:
-            encoder = json.load(f)
+            text = f.read()
+        if text.startswith("#version"):
+            raise ValueError(f"encoder_json_path={str(encoder_json_path)!r} holds GPT-2's merges "
+                             f"(vocab.bpe), not its vocabulary; {swapped}")
+        try:
+            encoder = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"encoder_json_path={str(encoder_json_path)!r} is not JSON ({e}); "
+                             "give GPT-2's encoder.json") from None
+        if not isinstance(encoder, dict):
+            raise ValueError(f"encoder_json_path={str(encoder_json_path)!r} holds a "
+                             f"{type(encoder).__name__}, not GPT-2's token -> id dict")
         specials = {s: encoder.pop(s) for s in (ENDOFTEXT, "<|startoftext|>") if s in encoder}
         vocab = {i: to_bytes(tok) for tok, i in encoder.items()}
 
         with open(vocab_bpe_path, encoding="utf-8") as f:
             lines = f.read().split("\n")
         if not lines[0].startswith("#version"):
-            raise ValueError(f"{vocab_bpe_path} does not look like GPT-2's vocab.bpe")
+            hint = f"; {swapped}" if lines[0].startswith("{") else ""
+            raise ValueError(f"{vocab_bpe_path} does not look like GPT-2's vocab.bpe{hint}")
         merges = [(encoder[a], encoder[b]) for a, b in (line.split() for line in lines[1:] if line)]
         return cls(vocab, merges, specials)
 

@@ -2,17 +2,19 @@
 
 Each window of T ids is an input; the same window moved one token to the right is its target,
 so position t of the target is the token that follows positions 0..t of the input.
-Later chapters pretrain on these batches.
+Later chapters pretrain on these batches. `seeded_loader` is the DataLoader every chapter uses:
+its shuffle depends only on (seed, epoch).
 """
 
 from __future__ import annotations
 
+import numbers
 import operator
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .encoding import gpt2_encoding
 
@@ -64,6 +66,84 @@ class GPTDataset(Dataset):
         return inputs, targets
 
 
+class SeededSampler(Sampler[int]):
+    """Indices 0..n-1 in an order that depends only on (seed, epoch).
+
+    Epoch 0 is `torch.randperm(n)` drawn from a generator seeded with `seed`; epoch e >= 1 uses
+    the e-th number drawn from that generator as its seed, so every epoch has its own order
+    and two seeds never share one. A pass that runs to its end counts one epoch; a pass cut
+    short (a peek at one batch, a `break`) is not counted, so the next pass repeats its order.
+    `set_epoch(e)` picks the epoch explicitly (the training loop does so at each epoch start,
+    as for PyTorch's DistributedSampler), so nothing else that iterates the loader moves it.
+    """
+
+    def __init__(self, n: int, seed: int, shuffle: bool = True):
+        self.n = n if n == 0 else _positive_int("n", n, "the number of items")  # an empty dataset has none
+        self.seed = _seed(seed)
+        self.shuffle = shuffle
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Make the next pass epoch `epoch`'s order (an int >= 0)."""
+        if isinstance(epoch, bool) or not isinstance(epoch, numbers.Integral) or epoch < 0:
+            raise ValueError(f"epoch={epoch!r}; use an int >= 0")
+        self.epoch = int(epoch)
+
+    def order(self, epoch: int) -> list[int]:
+        """The indices of epoch `epoch`, in the order a pass of that epoch yields them."""
+        if not self.shuffle:
+            return list(range(self.n))
+        seed = self.seed
+        if epoch > 0:  # the epoch-th draw of a generator seeded with `seed`: O(epoch) numbers
+            seeds = torch.randint(2**62, (epoch,), generator=torch.Generator().manual_seed(seed))
+            seed = int(seeds[-1])
+        return torch.randperm(self.n, generator=torch.Generator().manual_seed(seed)).tolist()
+
+    def __iter__(self) -> Iterator[int]:
+        epoch = self.epoch
+        return self._pass(epoch, self.order(epoch))  # the order is fixed now, not at first next()
+
+    def _pass(self, epoch: int, order: list[int]) -> Iterator[int]:
+        yield from order
+        self.epoch = epoch + 1  # reached only when the pass ran to its end
+
+    def __len__(self) -> int:
+        return self.n
+
+
+def seeded_loader(
+    dataset: Dataset,
+    batch_size: int = 8,
+    shuffle: bool = False,
+    drop_last: bool = False,
+    seed: int | None = 123,
+    collate_fn: Callable | None = None,
+) -> DataLoader:
+    """The one DataLoader of this repository: batches of `dataset` in an order that depends
+    only on (seed, epoch) (`SeededSampler`).
+
+    Looking at a batch first, evaluating on the same loader, or anything else that uses torch's
+    random state leaves the order unchanged. seed=None derives the seed once, now, from torch's
+    global random state without moving it (so torch.manual_seed before the call fixes it). shuffle=False keeps
+    the dataset's order. collate_fn: list of items -> batch (None: PyTorch's default stacking).
+    num_workers=0 loads in the main process (workers break notebooks on macOS and Windows).
+    """
+    batch_size = _positive_int("batch_size", batch_size, "the items per batch")
+    if collate_fn is not None and not callable(collate_fn):
+        raise TypeError(f"collate_fn is {type(collate_fn).__name__}; give a function from a list "
+                        "of items to a batch, or None for PyTorch's default")
+    if seed is None:  # drawn from a copy, so making a loader does not move torch's RNG
+        copy = torch.Generator()
+        copy.set_state(torch.get_rng_state())
+        seed = int(torch.randint(2**62, (), generator=copy))
+    sampler = SeededSampler(len(dataset), seed, shuffle=bool(shuffle))
+    # The loader's own generator only feeds the per-iterator seed DataLoader draws for worker
+    # processes; without it, every iter() would draw from (and move) torch's global RNG.
+    generator = torch.Generator().manual_seed(sampler.seed)
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=drop_last,
+                      num_workers=0, collate_fn=collate_fn, generator=generator)
+
+
 def create_dataloader(
     text: str | Sequence[int] | torch.Tensor,
     batch_size: int = 4,
@@ -73,24 +153,35 @@ def create_dataloader(
     drop_last: bool = True,
     num_workers: int = 0,
     tokenizer=None,
+    seed: int | None = None,
 ) -> DataLoader:
-    """A DataLoader of (inputs, targets) batches, two int64 tensors of shape (B, T).
+    """A `seeded_loader` of (inputs, targets) batches, two int64 tensors of shape (B, T).
 
     drop_last=True drops a last, smaller batch, whose noisier gradient can make the loss spike;
     a text with fewer windows than batch_size is then refused, as it would give no batch at all.
-    num_workers=0 loads in the main process (workers break notebooks on macOS and Windows).
-    Call torch.manual_seed first for a reproducible shuffle.
+    The shuffle depends only on (seed, epoch); seed=None takes it from torch's global random
+    state once, here, so call torch.manual_seed first for a reproducible shuffle.
+    num_workers must stay 0 (workers break notebooks on macOS and Windows).
     """
     batch_size = _positive_int("batch_size", batch_size, "the windows per batch")
+    if num_workers != 0:
+        raise ValueError(f"num_workers={num_workers!r}; use 0 (the batches are loaded in the main "
+                         "process, as worker processes break notebooks on macOS and Windows)")
     dataset = GPTDataset(text, tokenizer=tokenizer, max_length=max_length, stride=stride)
     if drop_last and len(dataset) < batch_size:  # the loader would be empty: a loop over it does nothing
         raise ValueError(
             f"batch_size={batch_size} is more than the {len(dataset)} windows of the text, so "
             f"drop_last=True leaves no batch; use batch_size <= {len(dataset)}, drop_last=False or a longer text"
         )
-    return DataLoader(
-        dataset, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last, num_workers=num_workers
-    )
+    return seeded_loader(dataset, batch_size, shuffle=shuffle, drop_last=drop_last, seed=seed)
+
+
+def _seed(seed: object) -> int:
+    """`seed` as an int in [0, 2**63), else a ValueError (torch.Generator refuses the rest)."""
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed < 2**63:
+        raise ValueError(f"seed={seed!r}; use an int in [0, 2**63), or None for one drawn from "
+                         "torch's global random state")
+    return int(seed)
 
 
 def _positive_int(name: str, value: object, meaning: str) -> int:

@@ -63,6 +63,15 @@ def sha256_of(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
+def _check_sha256(sha256: object) -> str:
+    """`sha256` as 64 lower-case hex digits; spaces around it (from a copy and paste) are dropped.
+    Anything else is refused, as it could never match and every copy would be rejected."""
+    digest = sha256.strip().lower() if isinstance(sha256, str) else None
+    if digest is None or len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+        raise ValueError(f"sha256={sha256!r}; give the file's SHA-256 as 64 hexadecimal digits")
+    return digest
+
+
 def _mirror_help(names: Sequence[str]) -> str:
     copy = " or of ".join(f"'{name}'" for name in names)
     return (
@@ -266,7 +275,7 @@ def download(
     if packed_name is not None and unpack is None:
         raise ValueError(f"packed_name={packed_name!r} without unpack; give both, or neither")
     dest = Path(dest)
-    sha256 = sha256.lower()
+    sha256 = _check_sha256(sha256)
     if dest.is_file() and sha256_of(dest) == sha256:
         return dest
     if dest.is_dir():

@@ -9,6 +9,7 @@ two files fetched through this chapter's `fetch` (DATA_MIRROR, sha256 check, pro
 from __future__ import annotations
 
 import functools
+import os
 
 import tiktoken
 import tiktoken.load
@@ -22,6 +23,10 @@ EOT_ID = 50256  # id of <|endoftext|> in GPT-2's vocabulary
 @functools.lru_cache(maxsize=1)
 def gpt2_encoding() -> tiktoken.Encoding:
     """tiktoken's GPT-2 encoding (same ids as `tiktoken.get_encoding("gpt2")`), offline-capable."""
+    cache = os.environ.get("TIKTOKEN_CACHE_DIR")
+    if cache and os.path.exists(cache) and not os.path.isdir(cache):  # tiktoken would fail later
+        raise ValueError(f"TIKTOKEN_CACHE_DIR={cache!r} is a file; point it to a folder (tiktoken "
+                         "keeps GPT-2's files there) or unset it")
     try:
         return tiktoken.get_encoding("gpt2")
     except Exception as error:  # no network and no tiktoken cache: use our own download path

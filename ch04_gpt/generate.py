@@ -15,18 +15,31 @@ def generate_text_simple(
     Each step feeds at most the last `context_size` tokens (the model's window), takes the
     logits of the last position, and appends the most likely token. Logits that are NaN or
     inf raise a ValueError: argmax would otherwise pick a meaningless token (0 for all-NaN).
+    The model runs in eval mode (no dropout, so greedy is deterministic); its mode is restored.
     """
     if not isinstance(context_size, int) or context_size < 1:  # idx[:, -0:] would be everything
         raise ValueError(f"context_size={context_size!r}; use an int >= 1 (the model's context_length)")
     if not isinstance(max_new_tokens, int) or max_new_tokens < 0:
         raise ValueError(f"max_new_tokens={max_new_tokens!r}; use an int >= 0")
-    for step in range(max_new_tokens):
-        idx_cond = idx[:, -context_size:]  # crop to the window
-        logits = model(idx_cond)[:, -1, :]  # (B, V): only the last position predicts the next token
-        # max() propagates NaN, so one reduction finds NaN, +inf, or a row that is -inf throughout.
-        if not torch.isfinite(logits.amax(dim=-1)).all():
-            raise ValueError(f"the model produced non-finite logits (NaN or inf) at step {step}; "
-                             "check its weights, e.g. for a training run that diverged")
-        next_id = logits.argmax(dim=-1, keepdim=True)  # (B, 1)
-        idx = torch.cat([idx, next_id], dim=1)  # (B, T + 1)
+    if not isinstance(idx, torch.Tensor) or idx.dim() != 2 or idx.dtype.is_floating_point:
+        got = f"shape {tuple(idx.shape)}, {idx.dtype}" if isinstance(idx, torch.Tensor) else type(idx).__name__
+        raise ValueError(f"idx has {got}; use an integer tensor of token ids of shape (B, T), "
+                         "e.g. torch.tensor([ids])")
+    if idx.shape[1] == 0:  # the model would have no position to predict from
+        raise ValueError(f"idx has shape {tuple(idx.shape)}: an empty prompt; give at least one "
+                         "token, e.g. the end-of-text id 50256 to start from nothing")
+    was_training = model.training
+    model.eval()  # dropout in train mode would make greedy decoding differ run to run
+    try:
+        for step in range(max_new_tokens):
+            idx_cond = idx[:, -context_size:]  # crop to the window
+            logits = model(idx_cond)[:, -1, :]  # (B, V): the last position predicts the next token
+            # max() propagates NaN, so one reduction finds NaN, +inf, or a row -inf throughout.
+            if not torch.isfinite(logits.amax(dim=-1)).all():
+                raise ValueError(f"the model produced non-finite logits (NaN or inf) at step {step}; "
+                                 "check its weights, e.g. for a training run that diverged")
+            next_id = logits.argmax(dim=-1, keepdim=True)  # (B, 1)
+            idx = torch.cat([idx, next_id], dim=1)  # (B, T + 1)
+    finally:
+        model.train(was_training)
     return idx

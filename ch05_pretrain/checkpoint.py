@@ -223,6 +223,10 @@ def load_model(path: str | os.PathLike, device: torch.device | str = "cpu") -> G
     ckpt = load_checkpoint(path, device)
     if ckpt.get("config") is None:
         raise ValueError(f"{path} holds no model config; load its state_dict into a model yourself")
+    if "num_classes" in ckpt:  # save_classifier's file: its head has classes, not the vocabulary
+        raise ValueError(f"{str(path)!r} is a classifier ({ckpt['num_classes']} classes, written by "
+                         "save_classifier), not a language model; load it with "
+                         "ch06_classify.load_classifier")
     model = GPTModel(GPTConfig.from_dict(ckpt["config"]))
     model.load_state_dict(ckpt["model"])
     return model.to(device).eval()

@@ -34,7 +34,7 @@ import torch
 import torch.nn as nn
 
 from .device import unwrap
-from .losses import IGNORE_INDEX, NoTargetsError
+from .losses import IGNORE_INDEX, NoTargetsError, split_lm_batch
 
 # Rows of logits per chunk: at most 512 x V float32 values exist at once (103 MB for GPT-2's V).
 # On a 2-core CPU (paired steps, other jobs running) 512 rows beat 256 by 1-3% of a training step
@@ -255,7 +255,7 @@ def chunked_lm_loss(model: nn.Module, batch, chunk_size: int = DEFAULT_CHUNK_SIZ
     """
     _check_chunk_size(chunk_size)
     net = _plain_model(model)
-    inputs, targets = batch
+    inputs, targets = split_lm_batch(batch, "chunked_lm_loss")
     rows, y = _counted_rows(targets, net.out_head.out_features)  # before any model work
     hidden = net.hidden_states(inputs)  # (B, T, C), after the final norm
     return _mean_loss(hidden, net.out_head.weight, net.out_head.bias, targets, rows, y, chunk_size)

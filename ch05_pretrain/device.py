@@ -58,6 +58,10 @@ def get_device(preferred: str | None = None, verbose: bool = True) -> torch.devi
         else:
             choice = "cpu"
     device = torch.device(choice)
+    if device.type not in ("cuda", "mps", "cpu"):  # meta has no data; xpu & co. are untested here
+        source = f"device={preferred!r}" if preferred else f"{DEVICE_ENV_VAR}={choice!r}"
+        raise RuntimeError(f"{source} is a {device.type} device, which this code does not run on; "
+                           "use cuda, mps or cpu")
 
     if device.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError(f"device {choice!r} requested but CUDA is not available; use DEVICE=cpu")

@@ -30,6 +30,22 @@ class NoTargetsError(ValueError):
     """
 
 
+def split_lm_batch(batch, where: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(inputs, targets) of a language-model batch, or a ValueError naming what came instead.
+    A bare (B, T) tensor would otherwise unpack into its first two rows and fail later as a
+    'missing batch dimension'."""
+    if isinstance(batch, torch.Tensor) or not isinstance(batch, (tuple, list)) or len(batch) != 2:
+        if isinstance(batch, torch.Tensor):
+            got = f"a bare tensor of shape {tuple(batch.shape)}"
+        elif isinstance(batch, (tuple, list)):
+            got = f"a {type(batch).__name__} of {len(batch)} items"
+        else:
+            got = f"a {type(batch).__name__}"
+        raise ValueError(f"batch is {got}; {where} takes (inputs, targets), two (B, T) tensors, "
+                         "as create_dataloader yields them")
+    return batch[0], batch[1]
+
+
 def lm_loss(model: nn.Module, batch) -> torch.Tensor:
     """Mean next-token cross-entropy.
 
@@ -43,7 +59,7 @@ def lm_loss(model: nn.Module, batch) -> torch.Tensor:
     Raises:
         NoTargetsError: when no position is counted (every target is -100).
     """
-    inputs, targets = batch
+    inputs, targets = split_lm_batch(batch, "lm_loss")
     # Checked before the forward pass, so a skipped batch costs no compute. On a GPU this reads
     # one bool back: a short wait, since `train`'s blocking copy of the batch to the device
     # has already waited for the work queued before it.

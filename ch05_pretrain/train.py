@@ -31,7 +31,8 @@ from tqdm import tqdm  # plain text bar: works in terminals, notebooks and CI lo
 from .checkpoint import check_checkpoint_path, save_checkpoint
 from .device import autocast, move_to_device
 from .losses import NoTargetsError, evaluate
-from .resume import Position, epoch_batches, loader_generators, rng_state, start_position
+from .resume import (Position, epoch_batches, loader_generators, rng_state, set_rng_state,
+                     start_position)
 
 
 @dataclass
@@ -165,11 +166,22 @@ def _batches_per_epoch(loader) -> int:
     return n
 
 
+def _check_val_loader(loader) -> None:
+    """Refuse a validation loader without batches: every val_loss would be nan."""
+    try:
+        n = len(loader) if loader is not None else None
+    except TypeError:  # an iterable without len(): evaluate finds out
+        return
+    if n == 0:
+        raise ValueError("val_loader has no batches (len 0), so every validation loss would be "
+                         "nan; give a loader with at least one batch, or val_loader=None for none")
+
+
 def _forward_backward(model, loss_fn, batch, group_size: int, last_micro: bool, device,
-                      autocast_dtype, distributed: bool) -> torch.Tensor | None:
+                      autocast_dtype, distributed: bool) -> torch.Tensor | NoTargetsError:
     """Add one micro-batch's share of the step's gradient; return its loss / group_size,
-    detached, as a float32 tensor that stays on the device (no sync). None, and no gradient,
-    when the batch has no counted targets (`NoTargetsError`)."""
+    detached, as a float32 tensor that stays on the device (no sync). The `NoTargetsError`,
+    and no gradient, when the batch has no counted targets (its message says why)."""
     # DDP all-reduces gradients in backward; skip that on all but the last micro-batch.
     sync = contextlib.nullcontext()
     if not last_micro and hasattr(model, "no_sync"):
@@ -182,7 +194,7 @@ def _forward_backward(model, loss_fn, batch, group_size: int, last_micro: bool, 
             if distributed:  # one rank skipping alone would leave the others waiting for it
                 raise NoTargetsError(f"{e}; in a distributed run no rank can skip a batch "
                                      "alone, so leave such batches out of the data") from e
-            return None
+            return e
         (loss / group_size).backward()
     return loss.detach().float() / group_size
 
@@ -251,12 +263,14 @@ def _show_progress(bar: tqdm, postfix: dict, values: dict[str, str], tick: bool 
         bar.update(1)  # redraws the bar, postfix included
 
 
-def _report_skipped(skipped: int, seen: int, is_main: bool) -> None:
-    """Say how many micro-batches had no counted target; refuse a run in which none had one."""
+def _report_skipped(skipped: int, seen: int, is_main: bool, reason: str | None = None) -> None:
+    """Say how many micro-batches had no counted target; refuse a run in which none had one.
+    `reason`: the first skipped batch's NoTargetsError message, which may say what to change."""
     if skipped and skipped == seen:
+        said = f" The first one said: {reason}" if reason else ""
         raise NoTargetsError(f"none of the {seen} micro-batches of this run had a counted target "
                              "(every target was -100), so nothing was learned; check how the "
-                             "batches are masked")
+                             f"batches are masked.{said}")
     if skipped and is_main:
         print(f"train: skipped {skipped} micro-batch{'es' if skipped > 1 else ''} of {seen} "
               "with no counted targets (every target -100); they added no loss, gradient or "
@@ -274,12 +288,37 @@ def _metric_value(name: str, value) -> float:
                     "must return one number: a float, an int, a NumPy scalar or a 1-element tensor")
 
 
+@contextlib.contextmanager
+def _random_state_kept(loader, generators: list[torch.Generator]):
+    """Run the block, then put back every random state training consumes (torch's, the
+    accelerator's, the loader's generators) and the loader's sampler epoch: evaluation, metrics
+    and `on_eval` then never change which batches or dropout masks training sees next."""
+    saved, sampler = rng_state(generators), getattr(loader, "sampler", None)
+    epoch = getattr(sampler, "epoch", None)
+    try:
+        yield
+    finally:
+        set_rng_state(saved, generators)
+        if isinstance(epoch, int):
+            sampler.epoch = epoch
+
+
 def _evaluate_and_log(model, pos: Position, lr: float, elapsed: float, loss_fn, train_loader,
                       val_loader, eval_batches, device, autocast_dtype, metrics: dict,
-                      on_eval) -> float | None:
+                      on_eval, generators: list[torch.Generator]) -> float | None:
     """Append one History entry (mean training loss since the last one, validation loss, lr,
     metrics), then call `on_eval`; return the validation loss (None without a val_loader).
-    The training loss is nan when no micro-batch of the interval had a counted target."""
+    The training loss is nan when no micro-batch of the interval had a counted target.
+    Nothing here moves training's random states (`_random_state_kept`)."""
+    with _random_state_kept(train_loader, generators):
+        return _evaluate(model, pos, lr, elapsed, loss_fn, train_loader, val_loader,
+                         eval_batches, device, autocast_dtype, metrics, on_eval)
+
+
+def _evaluate(model, pos: Position, lr: float, elapsed: float, loss_fn, train_loader,
+              val_loader, eval_batches, device, autocast_dtype, metrics: dict,
+              on_eval) -> float | None:
+    """`_evaluate_and_log`'s work, which may consume random states."""
     val_loss = None
     if val_loader is not None:
         val_loss = evaluate(model, val_loader, loss_fn, eval_batches, device, autocast_dtype)
@@ -353,7 +392,9 @@ def train(
         warmup_steps, lr_schedule, min_lr_ratio: see `lr_factor`.
         metrics: name -> fn(model, loader) -> float, run in eval mode without gradients on
             `val_loader` and on `train_loader` at each evaluation (recorded as "val_<name>",
-            "train_<name>"); a metric decides itself how many batches to look at.
+            "train_<name>"); a metric decides itself how many batches to look at. Evaluation,
+            metrics and `on_eval` leave every random state as they found it, so neither they
+            nor `eval_every` change the batches or dropout masks training sees.
         on_eval: fn(model, step) called after each evaluation, in eval mode, without gradients.
         checkpoint_every: save a checkpoint to `checkpoint_path` every this many steps; one is
             always saved after the last step when `checkpoint_path` is set.
@@ -387,6 +428,7 @@ def train(
     device, world_size, is_main = _placement(model, device)
     count_tokens = count_tokens or default_count_tokens
     n_batches = _batches_per_epoch(train_loader)
+    _check_val_loader(val_loader)
     steps_per_epoch = math.ceil(n_batches / grad_accum_steps)
     total_steps = max_steps if max_steps is not None else epochs * steps_per_epoch
     lr_factor(0, total_steps, warmup_steps, lr_schedule, min_lr_ratio)  # a bad schedule fails now
@@ -409,6 +451,7 @@ def train(
                disable=not (progress and is_main))
     t_start, tokens_at_start, postfix = time.perf_counter(), pos.tokens_seen, {}
     seen, skipped = 0, 0  # micro-batches in this call, and those without counted targets
+    skip_reason = None  # the first skipped micro-batch's NoTargetsError message
     try:
         while pos.step < total_steps:
             epoch_rng, batches = epoch_batches(train_loader, n_batches, pos, resumed, generators)
@@ -421,8 +464,9 @@ def train(
                 loss = _forward_backward(model, loss_fn, batch, group_size, last_micro, device,
                                          autocast_dtype, world_size > 1)
                 seen += 1
-                if loss is None:  # no counted targets: adds no loss, gradient or tokens
+                if isinstance(loss, NoTargetsError):  # adds no loss, gradient or tokens
                     skipped += 1
+                    skip_reason = skip_reason or str(loss)
                 else:
                     step_loss, counted = step_loss + loss, counted + 1
                     step_tokens += count_tokens(batch)
@@ -443,7 +487,8 @@ def train(
                 if _due(pos.step, eval_every, total_steps):
                     val_loss = _evaluate_and_log(model, pos, lr, pos.elapsed + seconds, loss_fn,
                                                  train_loader, val_loader, eval_batches, device,
-                                                 autocast_dtype, metrics or {}, on_eval)
+                                                 autocast_dtype, metrics or {}, on_eval,
+                                                 generators)
                     if val_loss is not None:
                         _show_progress(bar, postfix, {"val": f"{val_loss:.3f}"})
                 if checkpoint_path is not None and is_main and _due(pos.step, checkpoint_every,
@@ -456,5 +501,5 @@ def train(
     finally:
         bar.close()
         model.train(was_training)
-    _report_skipped(skipped, seen, is_main)
+    _report_skipped(skipped, seen, is_main, skip_reason)
     return pos.history

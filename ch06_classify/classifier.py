@@ -38,7 +38,9 @@ def to_classifier(model: GPTModel, num_classes: int = 2, trainable: str = "last_
         "head":       the new head only (a linear probe on the pretrained features);
         "last_block": the last transformer block, the final norm and the head (the book's default);
         "all":        every parameter (full fine-tuning).
-    Draw the head's random init under a seed (`torch.manual_seed`) for reproducible runs.
+    Layers added by `add_lora` keep LoRA's split in every mode: the wrapped weights frozen, the
+    adapters A and B trainable. Draw the head's random init under a seed (`torch.manual_seed`)
+    for reproducible runs.
     """
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
         raise ValueError(f"num_classes={num_classes!r}; use an integer >= 2")
@@ -59,7 +61,24 @@ def to_classifier(model: GPTModel, num_classes: int = 2, trainable: str = "last_
         # features change a little for the new task at a fraction of full fine-tuning's cost.
         model.blocks[-1].requires_grad_(True)
         model.final_norm.requires_grad_(True)
+    for layer in model.modules():  # after add_lora: its layers keep LoRA's split, whatever the mode
+        if isinstance(layer, LoRALinear):
+            layer.linear.requires_grad_(False)  # the pretrained weight stays frozen
+            layer.A.requires_grad_(True)
+            layer.B.requires_grad_(True)
     return model
+
+
+def _check_is_classifier(model: nn.Module, where: str) -> None:
+    """Refuse a language model that never went through `to_classifier`: its "class logits"
+    would be next-token logits over the whole vocabulary, and the numbers meaningless."""
+    inner = unwrap(model)
+    head, cfg = getattr(inner, "out_head", None), getattr(inner, "cfg", None)
+    classes = getattr(head, "out_features", None)
+    if cfg is not None and classes is not None and classes == getattr(cfg, "vocab_size", None):
+        raise ValueError(f"{where} got a language model (its head gives {classes:,} logits, one "
+                         "per vocabulary token), not a classifier; pass it through "
+                         "to_classifier(model) first")
 
 
 def count_trainable(model: nn.Module) -> int:
@@ -82,6 +101,10 @@ def pool(logits: torch.Tensor, lengths: torch.Tensor | None, pooling: str = "las
     """
     if pooling not in POOLINGS:
         raise ValueError(f"pooling={pooling!r}; choose one of {', '.join(POOLINGS)}")
+    if not isinstance(logits, torch.Tensor) or logits.dim() != 3:
+        got = f"shape {tuple(logits.shape)}" if isinstance(logits, torch.Tensor) else type(logits).__name__
+        raise ValueError(f"logits has {got}; pool needs per-position class logits (B, T, K), "
+                         "as a classifier returns them")
     B, T, K = logits.shape
     if pooling == "last":
         return logits[:, -1, :]
@@ -99,8 +122,22 @@ def pool(logits: torch.Tensor, lengths: torch.Tensor | None, pooling: str = "las
     return summed / lengths[:, None].to(logits.dtype)
 
 
+def _check_batch(batch, needs: tuple[str, ...]) -> None:
+    """Refuse anything but a dict holding the keys `needs` (a chapter-5 (inputs, targets)
+    tuple, say), in one sentence."""
+    if not isinstance(batch, dict):
+        raise ValueError(f"batch is a {type(batch).__name__}; a classification batch is a dict "
+                         f"with {', '.join(map(repr, needs))} (SpamDataset's, via make_loader)")
+    missing = [key for key in needs if key not in batch]
+    if missing:
+        raise ValueError(f"batch has keys {sorted(batch)} but lacks {missing}; a classification "
+                         f"batch needs {', '.join(map(repr, needs))} (SpamDataset's, via make_loader)")
+
+
 def class_logits(model: nn.Module, batch: dict, pooling: str = "last") -> torch.Tensor:
     """(B, K) class logits of a batch dict with "input_ids" (B, T) and optionally "lengths" (B,)."""
+    _check_batch(batch, ("input_ids",))
+    _check_is_classifier(model, "class_logits")
     logits = model(batch["input_ids"])  # (B, T, K)
     return pool(logits, batch.get("lengths"), pooling)
 
@@ -110,6 +147,7 @@ def classification_loss(model: nn.Module, batch: dict, pooling: str = "last") ->
 
     Plugs into chapter 5's loop: `train(..., loss_fn=partial(classification_loss, pooling=...))`.
     """
+    _check_batch(batch, ("input_ids", "labels"))
     return F.cross_entropy(class_logits(model, batch, pooling), batch["labels"])
 
 
@@ -120,6 +158,7 @@ def accuracy(model: nn.Module, loader, pooling: str = "last", max_batches: int |
     Batches are moved to the model's device."""
     if max_batches is not None and max_batches < 1:
         raise ValueError(f"max_batches={max_batches!r}; use None (all batches) or an integer >= 1")
+    _check_is_classifier(model, "accuracy")
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
@@ -128,6 +167,7 @@ def accuracy(model: nn.Module, loader, pooling: str = "last", max_batches: int |
         for i, batch in enumerate(loader):
             if max_batches is not None and i >= max_batches:
                 break
+            _check_batch(batch, ("input_ids", "labels"))
             batch = move_to_device(batch, device)
             predicted = class_logits(model, batch, pooling).argmax(dim=-1)  # (B,)
             correct += int((predicted == batch["labels"]).sum())
@@ -222,6 +262,7 @@ def save_classifier(path: str | os.PathLike, model: nn.Module, **extra) -> Path:
     model = unwrap(model)
     if not isinstance(model, GPTModel):
         raise ValueError(f"model is a {type(model).__name__}; save_classifier needs a GPTModel")
+    _check_is_classifier(model, "save_classifier")
     reserved = {"num_classes", "lora", "causal", "model", "config", "optimizer"} & set(extra)
     if reserved:
         raise ValueError(f"extra keys {sorted(reserved)} are reserved; rename them")
@@ -238,6 +279,11 @@ def load_classifier(path: str | os.PathLike, device: torch.device | str = "cpu")
     ckpt = load_checkpoint(path, device)
     if "num_classes" not in ckpt or ckpt.get("config") is None:
         raise ValueError(f"{path} is not a classifier checkpoint (written by save_classifier)")
+    vocab = ckpt["config"].get("vocab_size") if isinstance(ckpt["config"], dict) else None
+    if ckpt["num_classes"] == vocab:
+        raise ValueError(f"{str(path)!r} was saved from a model never passed through "
+                         f"to_classifier (its {vocab:,} classes are the vocabulary); load it with "
+                         "ch05_pretrain.load_model, or save a classifier made by to_classifier")
     model = to_classifier(GPTModel(GPTConfig.from_dict(ckpt["config"])), ckpt["num_classes"], "all")
     if ckpt["lora"] is not None:
         add_lora(model, **ckpt["lora"])

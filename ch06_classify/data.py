@@ -21,7 +21,7 @@ import pandas as pd
 import torch
 from torch.utils.data import DataLoader, Dataset, default_collate
 
-from ch02_data import EOT_ID, DownloadError, data_dir, download, gpt2_encoding
+from ch02_data import EOT_ID, DownloadError, data_dir, download, gpt2_encoding, seeded_loader
 
 SMS_NAME = "SMSSpamCollection"  # the file, and its member name inside the zip
 SMS_ZIP_NAME = "sms+spam+collection.zip"
@@ -272,27 +272,15 @@ def make_loader(
     seed: int = 123,
     drop_last: bool = False,
 ) -> DataLoader:
-    """A DataLoader of batch dicts over `dataset` (a SpamDataset).
+    """Chapter 2's `seeded_loader` of batch dicts over `dataset` (a SpamDataset).
 
     pad="fixed" keeps every row at the dataset's max_length; pad="longest" cuts each batch to its
-    longest message (`collate_longest`). With shuffle=True the order comes from a torch.Generator
-    seeded with `seed`: a new loader with the same seed gives the same batches, epoch after epoch,
-    whatever else used torch's global random state. num_workers=0: workers break notebooks on
-    macOS and Windows.
+    longest message (`collate_longest`). With shuffle=True the order depends only on (seed,
+    epoch): looking at a batch first, or evaluating on this loader, does not change it.
     """
     if pad not in ("fixed", "longest"):
         raise ValueError(
             f"pad={pad!r}; use 'fixed' (the dataset's max_length) or 'longest' (per batch)"
         )
-    if not (_is_int(batch_size) and batch_size >= 1):
-        raise ValueError(f"batch_size={batch_size!r}; use a positive integer")
-    generator = torch.Generator().manual_seed(seed) if shuffle else None
-    return DataLoader(
-        dataset,
-        batch_size=int(batch_size),
-        shuffle=shuffle,
-        drop_last=drop_last,
-        num_workers=0,
-        collate_fn=collate_longest if pad == "longest" else None,
-        generator=generator,
-    )
+    return seeded_loader(dataset, batch_size, shuffle=shuffle, drop_last=drop_last, seed=seed,
+                         collate_fn=collate_longest if pad == "longest" else None)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import copy
 import csv
+import io
 import sys
 import time
 from dataclasses import dataclass, replace
@@ -259,22 +260,44 @@ def default_out() -> Path:
 
 
 def _open_results(out: Path) -> set[str]:
-    """Check that `out` can be written (creating its folder) and return the rows already in it."""
+    """Check that `out` can be written (creating its folder) and return the rows already in it.
+
+    A last line without its newline is a row that a killed run was writing: it is removed (the
+    file is rewritten atomically, and the row runs again), so the next row is never appended onto
+    it. A row of another length elsewhere is refused: the file is not this script's to mend.
+    """
+    blocker = next((p for p in [out.parent, *out.parent.parents] if p.is_file()), None)
+    if blocker is not None:
+        raise ValueError(f"out={str(out)!r} lies under {str(blocker)!r}, which is a file, not a "
+                         "folder; choose another path with --out")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         with open(out, "a", encoding="utf-8", newline=""):
             pass  # appending nothing: proves we may write, changes nothing
-        with open(out, encoding="utf-8", newline="") as f:
-            reader = csv.reader(f)
-            header = next(reader, None)
-            done = {r[0] for r in reader if r}
-    except OSError as e:
-        raise ValueError(f"out={str(out)!r} cannot be written ({e.strerror or e}); choose another "
+        text = out.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        reason = e.strerror if isinstance(e, OSError) and e.strerror else e
+        raise ValueError(f"out={str(out)!r} cannot be written ({reason}); choose another "
                          "file with --out") from None
+    if text and not text.endswith("\n"):
+        kept, _, cut = text.rpartition("\n")
+        kept = kept + "\n" if kept else ""
+        tmp = out.with_name(out.name + ".tmp")
+        tmp.write_text(kept, encoding="utf-8", newline="")
+        tmp.replace(out)  # atomic: the file is never half rewritten
+        print(f"{out}: removed its cut last line {cut[:60]!r} (a run stopped while writing it); "
+              "that row runs again")
+        text = kept
+    rows = list(csv.reader(io.StringIO(text, newline="")))
+    header = rows[0] if rows else None
     if header is not None and tuple(header) != COLUMNS:
         raise ValueError(f"out={str(out)!r} has columns {header}, not this script's {list(COLUMNS)}; "
                          "choose another file or delete it")
-    return done
+    for number, r in enumerate(rows[1:], start=2):
+        if r and len(r) != len(COLUMNS):
+            raise ValueError(f"out={str(out)!r} line {number} has {len(r)} fields, not "
+                             f"{len(COLUMNS)}; fix or delete that line, or choose another file")
+    return {r[0] for r in rows[1:] if r}
 
 
 def _append(out: Path, result: dict) -> None:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import ipaddress
+import socket
 import sys
 from pathlib import Path
 
@@ -49,9 +50,19 @@ def _shown_history(history: list) -> list[dict]:
     return [m for q, a in history for m in ({"role": "user", "content": q}, {"role": "assistant", "content": a})]
 
 
-def chat_reply(bundle: Bundle, message, temperature, top_k, top_p, max_new_tokens, history):
-    """Answer one chat message, yielding (messages, history, note, textbox) as tokens arrive."""
+def chat_reply(bundle: Bundle, message, temperature, top_k, top_p, max_new_tokens, history,
+               conversation: dict | None = None):
+    """Answer one chat message, yielding (messages, history, note, textbox) as tokens arrive.
+
+    `conversation` is the session's {"number": n}, which "New conversation" counts up: once it
+    changed, the answer stops and yields nothing more, so it never lands in the new conversation.
+    """
     import gradio as gr
+
+    started = None if conversation is None else conversation["number"]
+
+    def forgotten() -> bool:
+        return conversation is not None and conversation["number"] != started
 
     history = list(history or [])
     try:
@@ -78,9 +89,13 @@ def chat_reply(bundle: Bundle, message, temperature, top_k, top_p, max_new_token
             if any(m in reply for m in MARKERS):  # it began a new turn of the format: answer done
                 stop = "stopped where it began a new '### ' section"
                 break
+            if forgotten():
+                return
             yield messages + [{"role": "assistant", "content": reply}], history, _note(notes), ""
     except ValueError as e:  # e.g. a model whose logits turned NaN: say so, keep the page alive
         notes.append(f"**Generation failed:** {e}")
+    if forgotten():
+        return
     answer = extract_response(decode(tok, new))
     history.append((text, answer))
     notes.append(f"{len(new)} tokens, {stop}.")
@@ -157,8 +172,13 @@ def build_app(bundle: Bundle):
         lo, hi, default = LIMITS[name]
         return gr.Slider(lo, hi, value=default, step=step, label=label, info=info)
 
-    def chat(message, temperature, top_k, top_p, max_new_tokens, history):
-        yield from chat_reply(bundle, message, temperature, top_k, top_p, max_new_tokens, history)
+    def chat(message, temperature, top_k, top_p, max_new_tokens, history, conversation):
+        yield from chat_reply(bundle, message, temperature, top_k, top_p, max_new_tokens, history,
+                              conversation)
+
+    def forget(conversation):
+        conversation["number"] += 1  # a running answer sees this and stops (chat_reply)
+        return [], [], ""
 
     def complete(text, temperature, top_k, top_p, max_new_tokens):
         yield from complete_text(bundle, text, temperature, top_k, top_p, max_new_tokens)
@@ -169,6 +189,7 @@ def build_app(bundle: Bundle):
         with gr.Tab("Chat", elem_id="tab-chat"):
             chatbot = gr.Chatbot(label="Conversation", height=360, buttons=["copy_all"], elem_id="chatbot")
             history = gr.State([])
+            conversation = gr.State({"number": 0})  # counted up by "New conversation"
             with gr.Row():
                 prompt = gr.Textbox(label="Your message (Enter sends it)", scale=5, autofocus=True,
                                     placeholder="Give the model an instruction, e.g. Name three colors.",
@@ -202,13 +223,14 @@ def build_app(bundle: Bundle):
                 max_new = slider("max_new_tokens", "max new tokens", 1, "the longest answer")
         controls = [temperature, top_k, top_p, max_new]
 
-        chatting = gr.on([prompt.submit, send.click], chat, [prompt, *controls, history],
+        chatting = gr.on([prompt.submit, send.click], chat, [prompt, *controls, history, conversation],
                          [chatbot, history, chat_note, prompt], api_name="chat", **model_event)
-        # The button and the chat box's own trash icon both forget the conversation.
-        new_chat.click(lambda: ([], [], ""), None, [chatbot, history, chat_note], cancels=[chatting],
+        # The button and the chat box's own trash icon both forget the conversation. `cancels`
+        # stops a running answer started from the page; `forget` also stops one asked by the API.
+        new_chat.click(forget, [conversation], [chatbot, history, chat_note], cancels=[chatting],
                        queue=False, api_name="new_conversation")
-        chatbot.clear(lambda: ([], ""), None, [history, chat_note], cancels=[chatting], queue=False,
-                      api_visibility="private")
+        chatbot.clear(lambda c: forget(c)[1:], [conversation], [history, chat_note], cancels=[chatting],
+                      queue=False, api_visibility="private")
         gr.on([text.submit, go.click], complete, [text, *controls], [completion, complete_note],
               api_name="complete", **model_event)
     return demo.queue(default_concurrency_limit=1)
@@ -264,6 +286,23 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def _cannot_listen(host: str) -> str | None:
+    """Why this computer cannot listen on `host`, or None if it can. Checked before the model
+    loads: Gradio would otherwise try one port after another on an address that never works."""
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        if all(part.isdigit() for part in host.split(".")) or ":" in host:
+            return "not an IP address"  # 256.1.1.1: no name lookup for what is meant as a number
+    try:
+        family, kind, _, _, address = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, kind) as probe:
+            probe.bind((address[0], 0))  # port 0: any free one; only the address is tested
+    except (OSError, UnicodeError) as e:
+        return getattr(e, "strerror", None) or _first_line(e)
+    return None
+
+
 def _first_line(e: BaseException) -> str:
     return (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
 
@@ -299,6 +338,10 @@ def main(argv: list[str] | None = None) -> None:
             parser.error(f"{flag} {str(path)!r}: no such file")
     if not args.host.strip():
         parser.error("--host '': give an address, e.g. 127.0.0.1")
+    reason = _cannot_listen(args.host)
+    if reason is not None:
+        parser.error(f"--host {args.host!r}: cannot listen there ({reason}); use an address of this "
+                     "computer, e.g. 127.0.0.1 (this computer only) or 0.0.0.0 (every network)")
     try:
         device = get_device(args.device)
     except RuntimeError as e:  # an unknown name, or an accelerator this machine lacks

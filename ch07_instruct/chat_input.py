@@ -56,8 +56,9 @@ def _number(name: str, value, integer: bool = False) -> float | int:
     """`value` if it is a number within LIMITS[name] (a whole one if `integer`), else BadInput."""
     lo, hi, _ = LIMITS[name]
     kind = "a whole number" if integer else "a number"
-    ok = isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value)
-    if not ok or not lo <= value <= hi or (integer and value != int(value)):
+    ok = isinstance(value, Real) and not isinstance(value, bool) and lo <= value <= hi
+    # Compared before any float(): an int of 400 digits has no float (OverflowError).
+    if not ok or not math.isfinite(value) or (integer and value != int(value)):
         raise BadInput(f"{name}={value!r:.40} is not allowed: use {kind} from {lo:g} to {hi:g}.")
     return int(value) if integer else float(value)
 

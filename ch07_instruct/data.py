@@ -19,7 +19,7 @@ from functools import partial
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from ch02_data import EOT_ID, fetch, gpt2_encoding
+from ch02_data import EOT_ID, fetch, gpt2_encoding, seeded_loader
 from ch05_pretrain import IGNORE_INDEX
 
 DATA_NAME = "instruction-data.json"  # a key of ch02_data.SOURCES (URL and sha256 pinned there)
@@ -45,17 +45,24 @@ def check_entries(entries, name: str = "entries", need_output: bool = True) -> l
         raise ValueError(
             f"{name} is a {type(entries).__name__}; give a list of dicts with the keys {KEYS}"
         )
-    required = ("instruction", "output") if need_output else ("instruction",)
     for i, entry in enumerate(entries):
-        if not isinstance(entry, dict):
-            raise ValueError(f"{name}[{i}] is a {type(entry).__name__}; each entry must be a dict with the keys {KEYS}")
-        for key in required:
-            if key not in entry:
-                raise ValueError(f"{name}[{i}] has no {key!r} key (it has {sorted(entry)}); each entry needs {required}")
-        for key in KEYS:
-            if key in entry and not isinstance(entry[key], str):
-                raise ValueError(f"{name}[{i}][{key!r}] is a {type(entry[key]).__name__}; it must be a str (empty is allowed)")
+        check_entry(entry, f"{name}[{i}]", need_output)
     return list(entries)
+
+
+def check_entry(entry, name: str = "entry", need_output: bool = True) -> dict:
+    """Return `entry` after checking it is a dict of strings with the keys `check_entries` needs;
+    a ValueError names `name`, the key and what it holds instead."""
+    required = ("instruction", "output") if need_output else ("instruction",)
+    if not isinstance(entry, dict):
+        raise ValueError(f"{name} is a {type(entry).__name__}; each entry must be a dict with the keys {KEYS}")
+    for key in required:
+        if key not in entry:
+            raise ValueError(f"{name} has no {key!r} key (it has {sorted(map(str, entry))}); each entry needs {required}")
+    for key in KEYS:
+        if key in entry and not isinstance(entry[key], str):
+            raise ValueError(f"{name}[{key!r}] is a {type(entry[key]).__name__}; it must be a str (empty is allowed)")
+    return entry
 
 
 def load_instruction_data() -> list[dict]:
@@ -104,6 +111,7 @@ def format_prompt(entry: dict, style: str = "alpaca") -> str:
     input), "<|assistant|>" and a newline. Those markers are plain text to GPT-2's tokenizer.
     """
     _check_style(style)
+    check_entry(entry, need_output=False)
     instruction, extra = entry["instruction"], entry.get("input", "")
     if style == "alpaca":
         text = f"{ALPACA_PREAMBLE}\n\n### Instruction:\n{instruction}"
@@ -118,6 +126,7 @@ def format_prompt(entry: dict, style: str = "alpaca") -> str:
 
 def format_example(entry: dict, style: str = "alpaca") -> str:
     """The training text: the prompt followed by the reference output (without the end token)."""
+    check_entry(entry)
     return format_prompt(entry, style) + entry["output"]
 
 
@@ -132,6 +141,7 @@ def encode_example(entry: dict, tokenizer=None, style: str = "alpaca") -> tuple[
     tokens across the boundary and train on a prompt the model is never shown.
     `<|endoftext|>` typed inside a text is encoded as ordinary text, never as the end token.
     """
+    check_entry(entry)
     tokenizer = tokenizer or gpt2_encoding()
     prompt = tokenizer.encode(format_prompt(entry, style), disallowed_special=())
     output = tokenizer.encode(entry["output"], disallowed_special=())
@@ -180,6 +190,22 @@ def _is_int(x) -> bool:
     return isinstance(x, numbers.Integral) and not isinstance(x, bool)
 
 
+def _check_item(item, i: int) -> None:
+    """Refuse an item that is not InstructionDataset's {"input_ids": ids, "prompt_len": int}."""
+    if not isinstance(item, dict) or not {"input_ids", "prompt_len"} <= set(item):
+        got = f"keys {sorted(map(str, item))}" if isinstance(item, dict) else type(item).__name__
+        raise ValueError(f"items[{i}] has {got}; collate takes InstructionDataset items, dicts "
+                         "with 'input_ids' (a list of token ids) and 'prompt_len' (an int)")
+    ids, n = item["input_ids"], item["prompt_len"]
+    if isinstance(ids, (str, bytes)) or not isinstance(ids, (Sequence, torch.Tensor)) or len(ids) == 0 \
+            or not all(_is_int(t) or isinstance(t, torch.Tensor) and t.dim() == 0 for t in ids):
+        raise ValueError(f"items[{i}]['input_ids'] is {ids!r:.60}; use a non-empty list of int "
+                         "token ids")
+    if not (_is_int(n) and 0 <= n <= len(ids)):
+        raise ValueError(f"items[{i}]['prompt_len'] is {n!r}; use an int from 0 to "
+                         f"len(input_ids) = {len(ids)}")
+
+
 def collate(
     items: Sequence[dict],
     pad_id: int = EOT_ID,
@@ -200,6 +226,8 @@ def collate(
     """
     if not items:
         raise ValueError("items is empty; collate needs at least one example")
+    for i, item in enumerate(items):
+        _check_item(item, i)
     if max_length is not None and not (_is_int(max_length) and max_length >= 1):
         raise ValueError(f"max_length={max_length!r}; use a positive integer or None")
     longest = max(len(item["input_ids"]) for item in items)
@@ -220,21 +248,6 @@ def collate(
     return inputs, targets
 
 
-def seeded_loader(dataset: Dataset, collate_fn, batch_size: int = 8, shuffle: bool = False,
-                  drop_last: bool = False, seed: int = 123) -> DataLoader:
-    """A DataLoader over `dataset` with `collate_fn`, for this chapter and the ones after it.
-
-    With shuffle=True the order comes from a torch.Generator seeded with `seed`, so the batches
-    do not depend on anything else that used the global random state. num_workers=0: worker
-    processes break notebooks on macOS and Windows.
-    """
-    if not (_is_int(batch_size) and batch_size >= 1):
-        raise ValueError(f"batch_size={batch_size!r}; use a positive integer")
-    generator = torch.Generator().manual_seed(seed) if shuffle else None
-    return DataLoader(dataset, batch_size=int(batch_size), shuffle=shuffle, drop_last=drop_last,
-                      num_workers=0, collate_fn=collate_fn, generator=generator)
-
-
 def make_loader(
     dataset: InstructionDataset,
     batch_size: int = 8,
@@ -243,6 +256,7 @@ def make_loader(
     seed: int = 123,
     **collate_kwargs,
 ) -> DataLoader:
-    """A seeded DataLoader (`seeded_loader`) of (inputs, targets) batches made by
-    `collate(**collate_kwargs)`."""
-    return seeded_loader(dataset, partial(collate, **collate_kwargs), batch_size, shuffle, drop_last, seed)
+    """Chapter 2's `seeded_loader` (an order that depends only on (seed, epoch)) of
+    (inputs, targets) batches made by `collate(**collate_kwargs)`."""
+    return seeded_loader(dataset, batch_size, shuffle=shuffle, drop_last=drop_last, seed=seed,
+                         collate_fn=partial(collate, **collate_kwargs))

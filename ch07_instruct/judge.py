@@ -23,17 +23,25 @@ GPT-2 355M when Llama 3 8B is the judge; the smaller default judge here may well
 
 from __future__ import annotations
 
+import json
+import math
+import numbers
 import os
 import re
-from collections.abc import Iterator, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from decimal import ROUND_HALF_UP, Decimal
+from typing import TypeVar
 
 import httpx
 import ollama
+import pydantic
 from tqdm import tqdm  # plain text bar: no ipywidgets warning in notebooks
 
 from .data import check_entries
+
+Result = TypeVar("Result")
 
 DEFAULT_JUDGE = "llama3.2"
 DEFAULT_HOST = os.environ.get("OLLAMA_HOST") or "http://localhost:11434"
@@ -42,7 +50,14 @@ DEFAULT_HOST = os.environ.get("OLLAMA_HOST") or "http://localhost:11434"
 RETRY_REMINDER = "Reply with one integer from 0 to 100 and nothing else."
 
 # A number that stands alone: not part of a word ("llama3"), a decimal's tail or a negative.
-_NUMBER = re.compile(r"(?<![\w.-])\d+(?:\.\d+)?(?!\w)")
+_NUMBER = r"(?<![\w.-])\d+(?:\.\d+)?(?!\w)"
+# The scale a reply names, which is not its score: "a scale of 0 to 100", "(1-10)", "0–100".
+_SCALE = re.compile(r"(?<![\w.-])[01]\s*(?:to|-|–)\s*(?:10|100)(?!\w)", re.IGNORECASE)
+# "out of 100" with no number before it ("Out of 100, I'd give it 40").
+_OUT_OF = re.compile(r"(?<!\d)(?<!\d\s)\bout\s+of\s+\d+(?!\w)", re.IGNORECASE)
+# A score: a fraction "a/b", "a out of b", or a number alone.
+_SCORE = re.compile(rf"(?P<a>{_NUMBER})\s*(?:/|\bout\s+of\b)\s*(?P<b>{_NUMBER})|(?P<n>{_NUMBER})",
+                    re.IGNORECASE)
 
 
 class JudgeUnavailable(RuntimeError):
@@ -75,6 +90,48 @@ def _server_errors(host: str, model: str, timeout: float) -> Iterator[None]:
             f"the connection to the Ollama server at {host} failed ({type(exc).__name__}: {exc}); "
             "check that `ollama serve` is still running and try again"
         ) from None
+    except ollama.ResponseError as exc:  # an HTTP error status
+        raise JudgeUnavailable(
+            f"the Ollama server at {host} answered with an error (HTTP {exc.status_code}: "
+            f"{str(exc.error)[:200]}); check its log, or try again"
+        ) from None
+    except (json.JSONDecodeError, pydantic.ValidationError):  # JSON of another shape, or none
+        raise JudgeUnavailable(
+            f"the server at {host} answered with something that is not an Ollama reply; check "
+            "that host=... is an Ollama server"
+        ) from None
+
+
+def _check_timeout(timeout) -> float:
+    """`timeout` as a float of seconds > 0, else a ValueError (0 would fail as 'no answer')."""
+    if isinstance(timeout, bool) or not isinstance(timeout, numbers.Real) or not (
+            0 < timeout < math.inf):
+        raise ValueError(f"timeout={timeout!r}; use a number of seconds > 0 (how long one "
+                         "request to the server may take in all)")
+    return float(timeout)
+
+
+def _within(timeout: float, client: ollama.Client, request: Callable[[], Result]) -> Result:
+    """`request()`, given `timeout` seconds in all. The client's own timeout bounds each read, so
+    a server that sends its answer slowly, a byte at a time, could hold it for ever; here the
+    request runs in a thread we stop waiting for, and its connection is closed."""
+    outcome: dict = {}
+
+    def run() -> None:
+        try:
+            outcome["value"] = request()
+        except BaseException as exc:  # handed to the caller's thread below
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=run, daemon=True)  # daemon: never keeps Python alive
+    worker.start()
+    worker.join(timeout)
+    if worker.is_alive():
+        client._client.close()  # closes the connection the worker reads from
+        raise httpx.TimeoutException(f"no complete answer within {timeout} s")
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
 
 
 def _with_tag(name: str) -> str:
@@ -85,7 +142,7 @@ def _with_tag(name: str) -> str:
 def _check_model(client: ollama.Client, model: str, host: str, timeout: float) -> None:
     """Raise JudgeUnavailable unless the server behind `client` answers and has `model`."""
     with _server_errors(host, model, timeout):
-        listed = client.list()
+        listed = _within(timeout, client, client.list)
     names = sorted(m.model for m in listed.models if m.model)
     if _with_tag(model) not in {_with_tag(name) for name in names}:
         raise JudgeUnavailable(
@@ -101,6 +158,7 @@ def check_server(model: str = DEFAULT_JUDGE, host: str | None = None, timeout: f
     A model named without a tag matches its ":latest" version ("llama3.2" is "llama3.2:latest").
     """
     host = host or DEFAULT_HOST
+    timeout = _check_timeout(timeout)
     with ollama.Client(host=host, timeout=timeout) as client:
         _check_model(client, model, host, timeout)
 
@@ -123,15 +181,27 @@ def judge_prompt(entry: dict, response: str) -> str:
 
 
 def parse_score(text: str) -> int | None:
-    """The first number from 0 to 100 in the judge's reply, or None if there is none.
+    """The judge's score from 0 to 100 in its reply, or None if there is none.
 
     Copes with the ways models decorate a number: "85", "Score: 85", "85/100", "**85**",
-    "I'd give it 85 out of 100." all give 85. Numbers outside 0..100 ("250") are skipped, and so
-    are digits inside a word ("llama3") and negative numbers. A decimal is rounded half up:
-    "85.5" gives 86.
+    "I'd give it 85 out of 100." all give 85. A scale the reply names is not a score: "On a
+    scale of 0 to 100, I rate it 85" and "Out of 100, I'd give it 40" give 85 and 40. A score on
+    another scale is converted: "8/10" and "4 out of 5" give 80. Numbers outside 0..100 ("250")
+    are skipped, and so are digits inside a word ("llama3") and negative numbers. A decimal is
+    rounded half up: "85.5" gives 86.
     """
-    for match in _NUMBER.finditer(text):
-        value = Decimal(match.group()).to_integral_value(rounding=ROUND_HALF_UP)
+    if not isinstance(text, str):
+        raise TypeError(f"text is a {type(text).__name__}; give the judge's reply as a str")
+    for pattern in (_SCALE, _OUT_OF):  # blank the scale out, keeping the other positions
+        text = pattern.sub(lambda m: " " * len(m.group()), text)
+    for match in _SCORE.finditer(text):
+        value = Decimal(match.group("n") or match.group("a"))
+        if match.group("b") is not None:  # a fraction: a/b of the way from 0 to 100
+            whole = Decimal(match.group("b"))
+            if whole == 0 or value > whole:
+                continue
+            value = value * 100 / whole
+        value = value.to_integral_value(rounding=ROUND_HALF_UP)
         if 0 <= value <= 100:
             return int(value)
     return None
@@ -155,17 +225,19 @@ def _check_responses(responses, n_entries: int) -> None:
             )
 
 
-def _ask(client: ollama.Client, model: str, prompt: str, options: dict) -> str:
-    """The judge's reply to one user message."""
-    reply = client.chat(model=model, messages=[{"role": "user", "content": prompt}], options=options)
+def _ask(client: ollama.Client, model: str, prompt: str, options: dict, timeout: float) -> str:
+    """The judge's reply to one user message, within `timeout` seconds in all."""
+    reply = _within(timeout, client, lambda: client.chat(
+        model=model, messages=[{"role": "user", "content": prompt}], options=options))
     return reply.message.content or ""
 
 
-def _score_one(client: ollama.Client, model: str, prompt: str, options: dict) -> int | None:
+def _score_one(client: ollama.Client, model: str, prompt: str, options: dict,
+               timeout: float) -> int | None:
     """Ask the judge for a score; if the reply holds none, ask once more with a reminder."""
-    score = parse_score(_ask(client, model, prompt, options))
+    score = parse_score(_ask(client, model, prompt, options, timeout))
     if score is None:
-        score = parse_score(_ask(client, model, f"{prompt}\n\n{RETRY_REMINDER}", options))
+        score = parse_score(_ask(client, model, f"{prompt}\n\n{RETRY_REMINDER}", options, timeout))
     return score
 
 
@@ -190,14 +262,17 @@ def judge(
 
     `seed` and `temperature=0.0` make the judge as repeatable as it can be; `num_ctx` is the
     judge's context length in tokens (prompt and reply). `timeout` (seconds) bounds each
-    request; a server that stops answering raises JudgeUnavailable.
+    request as a whole; a server that stops answering, answers too slowly, with an error or
+    with something that is not an Ollama reply raises JudgeUnavailable.
     """
     entries = check_entries(entries, "entries")
     _check_responses(responses, len(entries))
+    timeout = _check_timeout(timeout)
     host = host or DEFAULT_HOST
     options = {"seed": seed, "temperature": temperature, "num_ctx": num_ctx}
     return _each_with_server(list(zip(entries, responses)), model, host, timeout, f"judging with {model}", progress,
-                             lambda client, pair: _score_one(client, model, judge_prompt(*pair), options))
+                             lambda client, pair: _score_one(client, model, judge_prompt(*pair), options,
+                                                             timeout))
 
 
 def _each_with_server(items: list, model: str, host: str, timeout: float, desc: str, progress: bool,
@@ -235,7 +310,8 @@ def ask_local_llm(
     """
     if isinstance(prompts, str) or not all(isinstance(p, str) for p in prompts):
         raise ValueError("prompts must be a list of strings (one message per request)")
+    timeout = _check_timeout(timeout)
     host = host or DEFAULT_HOST
     options = {"seed": seed, "temperature": temperature, "num_ctx": num_ctx}
     return _each_with_server(list(prompts), model, host, timeout, f"asking {model}", progress,
-                             lambda client, prompt: _ask(client, model, prompt, options))
+                             lambda client, prompt: _ask(client, model, prompt, options, timeout))

@@ -115,9 +115,17 @@ def save_responses(path: str | os.PathLike, entries: Sequence[dict], responses: 
 def load_responses(path: str | os.PathLike, key: str = "model_response") -> tuple[list[dict], list[str]]:
     """(entries, responses) from a file written by `save_responses`."""
     with open(path, encoding="utf-8") as f:
-        records = json.load(f)
+        try:
+            records = json.load(f)
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:  # cut short, or not JSON at all
+            raise ValueError(f"{str(path)!r} is not valid JSON ({e}); it is truncated or not a "
+                             "file written by save_responses: write it again") from None
     entries = check_entries(records, str(path), need_output=False)
     missing = [i for i, r in enumerate(entries) if key not in r]
     if missing:
         raise ValueError(f"{path}: entry {missing[0]} has no {key!r} key; was it written by save_responses?")
+    bad = [i for i, r in enumerate(entries) if not isinstance(r[key], str)]
+    if bad:
+        raise ValueError(f"{path}: entry {bad[0]}'s {key!r} is a {type(entries[bad[0]][key]).__name__}, "
+                         "not a str; was it written by save_responses?")
     return [{k: v for k, v in r.items() if k != key} for r in entries], [r[key] for r in entries]

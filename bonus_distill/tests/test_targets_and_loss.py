@@ -1,5 +1,8 @@
 """The stored teacher targets and the distillation loss, on tiny models (no data, no network)."""
 
+import json
+import os
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -286,3 +289,53 @@ def test_the_first_k_slots_of_a_top_k_file_are_a_top_k_file(tmp_path, corpus):
                        sampled=True, progress=False)
     with pytest.raises(ValueError, match="holds draws, whose slots are not ranked"):
         TeacherTargets(tmp_path / "s.bin", k=2)
+
+
+def test_a_folder_as_path_is_refused_before_the_teacher_runs(tmp_path, corpus):
+    teacher = tiny()
+    calls = []
+    teacher.register_forward_hook(lambda *args: calls.append(1))
+    (tmp_path / "out").mkdir()
+    with pytest.raises(ValueError, match=r"path='.*out' is a folder; give the file to write"):
+        precompute_teacher(teacher, corpus, tmp_path / "out", k=2, context_length=T,
+                           batch_size=2, progress=False)
+    assert calls == []  # nothing was computed, so nothing was thrown away
+
+
+def test_a_hand_edited_header_of_the_same_size_is_refused(tmp_path, corpus):
+    precompute_teacher(tiny(), corpus, tmp_path / "t.bin", k=4, context_length=T, batch_size=8,
+                       progress=False)
+    header = read_header(tmp_path / "t.bin")
+    header.update(k=8, n_positions=header["n_positions"] // 2)  # the same 4 * k * n bytes
+    raw = (tmp_path / "t.bin").read_bytes()
+    text = b"GPT-DISTILL-TARGETS v1\n" + json.dumps(header, sort_keys=True).encode() + b"\n"
+    (tmp_path / "t.bin").write_bytes(text.ljust(HEADER_BYTES, b" ") + raw[HEADER_BYTES:])
+    with pytest.raises(ValueError, match="header does not describe a layout"):
+        TeacherTargets(tmp_path / "t.bin")
+
+
+def test_a_file_truncated_while_open_raises_instead_of_crashing(tmp_path, corpus):
+    precompute_teacher(tiny(), corpus, tmp_path / "t.bin", k=4, context_length=T, batch_size=8,
+                       progress=False)
+    targets = TeacherTargets(tmp_path / "t.bin")
+    targets.window(0, T)
+    os.truncate(tmp_path / "t.bin", HEADER_BYTES + 16)  # a reader of its mapped pages got SIGBUS
+    with pytest.raises(ValueError, match=r"shrank to 4,112 bytes .* while it was open"):
+        targets.window(T * 4, T)
+    with pytest.raises(ValueError, match="shrank"):
+        targets[len(targets) - 1]
+
+
+def test_sampled_targets_need_the_loss_made_for_them(tmp_path, corpus):
+    precompute_teacher(tiny(), corpus, tmp_path / "s.bin", k=6, context_length=T, batch_size=8,
+                       sampled=True, temperature=2.0, progress=False)
+    targets = TeacherTargets(tmp_path / "s.bin")
+    batch = batch_of(DistillDataset(corpus, targets), 2)
+    with pytest.raises(ValueError, match="for top-k targets but the batch holds sampled ones"):
+        DistillLoss()(tiny(), batch)
+    assert torch.isfinite(DistillLoss.for_targets(targets)(tiny(), batch))
+    precompute_teacher(tiny(), corpus, tmp_path / "t.bin", k=6, context_length=T, batch_size=8,
+                       progress=False)
+    top = batch_of(DistillDataset(corpus, TeacherTargets(tmp_path / "t.bin")), 2)
+    with pytest.raises(ValueError, match="for sampled targets but the batch holds top-k ones"):
+        DistillLoss(sampled=True)(tiny(), top)

@@ -161,6 +161,15 @@ def test_train_skips_a_batch_whose_pairs_were_all_dropped(dataset, capsys):
         evaluate(policy, [empty], DPOLoss(reference))
 
 
+def test_a_run_whose_pairs_were_all_dropped_keeps_the_hint_to_raise_max_length(dataset):
+    policy, reference = policy_and_reference(tiny_gpt())
+    window = len(dataset[0]["prompt"])
+    empty = preference_collate([dataset[0], dataset[1]], max_length=window)
+    with pytest.raises(NoTargetsError, match=r"every target was -100.*raise max_length"):
+        train(policy, torch.optim.AdamW(policy.parameters(), lr=1e-2), [empty, empty],
+              DPOLoss(reference), epochs=1, eval_every=None, progress=False)
+
+
 def test_offline_gpt2_path_through_a_transformers_checkpoint(tmp_path):
     """The notebook's path: a GPT-2 folder written by transformers, loaded with load_gpt2,
     copied into policy and reference, two DPO steps with chapter 5's train."""

@@ -195,3 +195,13 @@ def test_loader_is_seeded_and_passes_max_length():
     assert len(make_preference_loader(ds, batch_size=4, drop_last=True)) == 2
     with pytest.raises(ValueError, match="batch_size=0"):
         make_preference_loader(ds, batch_size=0)
+
+
+@pytest.mark.parametrize("items, words", [
+    ([{"prompt": [1], "chosen": [2]}], r"items\[0\] has keys \['chosen', 'prompt'\]"),
+    ([{"prompt": [1], "chosen": "yes", "rejected": [3]}], r"items\[0\]\['chosen'\] is 'yes'"),
+    ([[1, 2, 3]], r"items\[0\] has list"),
+])
+def test_collate_names_a_bad_item(items, words):
+    with pytest.raises(ValueError, match=words):
+        preference_collate(items)

@@ -295,3 +295,49 @@ def test_a_tokenizer_without_tiktoken_options_is_used_plainly():
     tok = SimpleTokenizer(build_vocab("a b c d e f"))
     inputs, targets = GPTDataset("a b c d e f", tokenizer=tok, max_length=2, stride=2)[0]
     assert inputs.tolist() == tok.encode("a b") and targets.tolist() == tok.encode("b c")
+
+
+# --- still open from round two ----------------------------------------------------------------------
+
+
+def test_sha256_with_spaces_around_is_accepted_and_a_wrong_one_named(tmp_path, monkeypatch):
+    content = b"a file"
+    src = tmp_path / "mirror"
+    src.mkdir()
+    (src / "f.txt").write_bytes(content)
+    digest = hashlib.sha256(content).hexdigest()
+    monkeypatch.setenv("DATA_MIRROR", str(src))
+    dest = download("http://127.0.0.1:9/f.txt", tmp_path / "out" / "f.txt", f"  {digest.upper()}\n",
+                    retries=0)
+    assert dest.read_bytes() == content
+    for bad in ("abc", None, digest[:-1] + "g"):
+        with pytest.raises(ValueError, match="give the file's SHA-256 as 64 hexadecimal digits"):
+            download("http://127.0.0.1:9/f.txt", tmp_path / "g.txt", bad, retries=0)
+
+
+def test_tiktoken_cache_dir_that_is_a_file_is_named(tmp_path, monkeypatch):
+    from ch02_data import gpt2_encoding
+    (tmp_path / "cache").write_text("not a folder", encoding="utf-8")
+    monkeypatch.setenv("TIKTOKEN_CACHE_DIR", str(tmp_path / "cache"))
+    gpt2_encoding.cache_clear()
+    try:
+        with pytest.raises(ValueError, match=r"TIKTOKEN_CACHE_DIR='.*cache' is a file; point it to a folder"):
+            gpt2_encoding()
+    finally:
+        gpt2_encoding.cache_clear()
+
+
+@pytest.mark.parametrize("special_tokens, words", [
+    ([""], "special_tokens holds ''; each special token must be a non-empty str"),
+    (["<|endoftext|>", "<|endoftext|>"], r"lists \['<\|endoftext\|>'\] more than once"),
+    ("<|endoftext|>", "is one str; give a list"),
+    ([None], "special_tokens holds None"),
+])
+def test_bpe_training_refuses_empty_or_repeated_special_tokens(special_tokens, words):
+    with pytest.raises(ValueError, match=words):
+        BPETokenizer.train("aaaa bbbb " * 10, vocab_size=300, special_tokens=special_tokens)
+
+
+def test_swapped_gpt2_files_are_named():
+    with pytest.raises(ValueError, match="paths look swapped"):
+        BPETokenizer.from_gpt2_files(fetch("vocab.bpe"), fetch("encoder.json"))

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from ch02_data import BPETokenizer, GPTDataset, create_dataloader
+from ch02_data import BPETokenizer, GPTDataset, SeededSampler, create_dataloader, seeded_loader
 
 IDS = list(range(100, 121))  # 21 distinct token ids: easy to follow by eye
 
@@ -58,3 +58,72 @@ def test_shuffle_is_reproducible_with_a_seed():
 def test_too_short_text_is_a_clear_error():
     with pytest.raises(ValueError, match="max_length"):
         GPTDataset(IDS[:4], max_length=4, stride=1)
+
+
+# --- seeded_loader: an order that depends only on (seed, epoch) ---
+
+
+def orders(loader, passes=3):
+    """The batches of `passes` passes over `loader` (a batch of (inputs, targets): its inputs)."""
+    return [[(b[0] if isinstance(b, list) else b).tolist() for b in loader] for _ in range(passes)]
+
+
+def test_seeded_loader_order_depends_only_on_seed_and_epoch():
+    data = list(range(20))
+    plain = orders(seeded_loader(data, 5, shuffle=True, seed=123))
+    assert plain[0] != plain[1] != plain[2]  # each epoch its own order
+    assert sorted(sum(plain[0], [])) == data  # every item once per epoch
+
+    peeked = seeded_loader(data, 5, shuffle=True, seed=123)
+    next(iter(peeked))  # a peek at one batch
+    for batch in peeked:  # a pass cut short is not counted either
+        break
+    torch.manual_seed(999)
+    torch.rand(3)  # anything else drawing from torch's global random state
+    assert orders(peeked) == plain
+
+    jumped = seeded_loader(data, 5, shuffle=True, seed=123)
+    jumped.sampler.set_epoch(2)
+    assert [b.tolist() for b in jumped] == plain[2]
+    assert orders(seeded_loader(data, 5, shuffle=True, seed=124)) != plain
+    assert orders(seeded_loader(data, 5, seed=123), 1) == [[data[i:i + 5] for i in range(0, 20, 5)]]
+
+
+def test_seeded_loader_leaves_the_global_random_state_alone():
+    loader = seeded_loader(list(range(10)), 3, shuffle=True, seed=1)
+    state = torch.get_rng_state()
+    orders(loader, 2)
+    next(iter(loader))
+    assert torch.equal(torch.get_rng_state(), state)
+
+
+def test_seeded_loader_without_seed_takes_one_from_torch_once():
+    torch.manual_seed(5)
+    a = seeded_loader(list(range(10)), 3, shuffle=True, seed=None)
+    torch.manual_seed(5)
+    state = torch.get_rng_state()
+    b = seeded_loader(list(range(10)), 3, shuffle=True, seed=None)
+    assert torch.equal(torch.get_rng_state(), state)  # a model built next gets the same weights
+    torch.rand(7)
+    assert orders(a) == orders(b)
+    torch.manual_seed(123)
+    c = create_dataloader(IDS, batch_size=2, max_length=2, stride=2)
+    next(iter(c))
+    torch.manual_seed(123)
+    assert orders(c) == orders(create_dataloader(IDS, batch_size=2, max_length=2, stride=2))
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(seed=-1), r"seed=-1; use an int in \[0, 2\*\*63\)"),
+    (dict(seed=1.5), r"seed=1.5"),
+    (dict(batch_size=0), "batch_size=0"),
+    (dict(collate_fn="stack"), "collate_fn is str"),
+])
+def test_seeded_loader_bad_input(kwargs, message):
+    with pytest.raises((ValueError, TypeError), match=message):
+        seeded_loader(list(range(4)), **{"batch_size": 2, "shuffle": True, **kwargs})
+
+
+def test_set_epoch_bad_input():
+    with pytest.raises(ValueError, match="epoch=-1; use an int >= 0"):
+        SeededSampler(4, seed=0).set_epoch(-1)

@@ -148,6 +148,26 @@ def test_generate_text_simple_max_new_tokens(model):
         generate_text_simple(model, torch.tensor([[1, 2]]), -1, context_size=8)
 
 
+def test_greedy_on_a_model_in_train_mode_is_deterministic():
+    torch.manual_seed(0)
+    noisy = GPTModel(TINY.replace(drop_rate=0.5)).train()  # left in train mode: dropout on
+    prompt = torch.tensor([[1, 2, 3]])
+    runs = [generate_text_simple(noisy, prompt, 8, context_size=8) for _ in range(4)]
+    assert all(torch.equal(r, runs[0]) for r in runs)
+    assert noisy.training  # the mode is given back
+
+
+@pytest.mark.parametrize("idx, words", [
+    (torch.zeros(1, 0, dtype=torch.long), "an empty prompt"),
+    (torch.tensor([1, 2]), r"shape \(2,\).*\(B, T\)"),
+    (torch.tensor([[0.5, 1.0]]), "torch.float32"),
+    ([[1, 2]], "idx has list"),
+])
+def test_generate_text_simple_refuses_a_prompt_it_cannot_continue(model, idx, words):
+    with pytest.raises(ValueError, match=words):
+        generate_text_simple(model, idx, 3, context_size=8)
+
+
 def test_greedy_on_nan_logits_raises_instead_of_token_0(model):
     broken = GPTModel(TINY).eval()
     broken.load_state_dict(model.state_dict())

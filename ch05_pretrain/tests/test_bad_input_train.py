@@ -340,3 +340,13 @@ def test_read_only_checkpoint_folder_is_refused_before_any_step(tmp_path):
                 checkpoint_path=folder / "m.pt")
     finally:
         folder.chmod(0o700)
+
+
+@pytest.mark.parametrize("val_loader", [[], DataLoader(make_data(n=1), batch_size=2, drop_last=True)])
+def test_an_empty_val_loader_is_refused_not_recorded_as_nan(val_loader):
+    model = make_model()
+    before = params_of(model)
+    with pytest.raises(ValueError, match=r"val_loader has no batches \(len 0\).*val_loader=None"):
+        fit(model, DataLoader(make_data(n=4), batch_size=2), max_steps=2, eval_every=1,
+            val_loader=val_loader)
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())  # refused first

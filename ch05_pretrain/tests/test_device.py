@@ -79,3 +79,12 @@ def test_fast_adamw_matches_default_adamw():
             opt.step()
     for p, q in zip(a.parameters(), b.parameters()):
         assert torch.allclose(p, q, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["meta", "xpu", "xpu:0"])
+def test_get_device_refuses_devices_this_code_does_not_run_on(name, monkeypatch):
+    with pytest.raises(RuntimeError, match=rf"device='{name}' is a .* device.*use cuda, mps or cpu"):
+        get_device(name, verbose=False)
+    monkeypatch.setenv("DEVICE", name)
+    with pytest.raises(RuntimeError, match=rf"DEVICE='{name}'"):
+        get_device(verbose=False)

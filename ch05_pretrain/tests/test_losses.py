@@ -2,6 +2,7 @@
 
 import math
 
+import pytest
 import torch
 import torch.nn as nn
 
@@ -64,3 +65,17 @@ def test_perplexity():
     assert perplexity(0.0) == 1.0
     assert math.isclose(perplexity(math.log(50257)), 50257)
     assert perplexity(1e6) == float("inf")
+
+
+@pytest.mark.parametrize("batch, words", [
+    (torch.zeros(2, 4, dtype=torch.long), r"a bare tensor of shape \(2, 4\)"),
+    ((torch.zeros(2, 4, dtype=torch.long),), "a tuple of 1 items"),
+    ({"input_ids": torch.zeros(2, 4, dtype=torch.long)}, "a dict"),
+])
+def test_a_batch_that_is_not_inputs_and_targets_is_named(batch, words):
+    from ch04_gpt import GPTConfig, GPTModel
+    from ch05_pretrain import chunked_lm_loss
+    model = GPTModel(GPTConfig(vocab_size=10, context_length=4, emb_dim=8, n_heads=2, n_layers=1))
+    for loss in (lm_loss, chunked_lm_loss):
+        with pytest.raises(ValueError, match=rf"batch is {words}; .* takes \(inputs, targets\)"):
+            loss(model, batch)

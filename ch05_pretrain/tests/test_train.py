@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
+from ch02_data import seeded_loader
 from ch04_gpt import GPTConfig, GPTModel
 from ch05_pretrain.checkpoint import load_checkpoint
 from ch05_pretrain.losses import lm_loss
@@ -138,7 +139,7 @@ def first_batch_loss(model, loader):
     return lm_loss(model, next(iter(loader))).item()
 
 
-@pytest.mark.parametrize("own_generator", [True, False])
+@pytest.mark.parametrize("own_generator", [True, False, "seeded_loader"])
 @pytest.mark.parametrize("checkpoint_every", [4, 3])  # mid-epoch, epoch boundary
 def test_resume_reproduces_uninterrupted_run_exactly(tmp_path, own_generator, checkpoint_every):
     cfg = TINY.replace(drop_rate=0.2)  # dropout: the RNG state must be restored too
@@ -147,6 +148,8 @@ def test_resume_reproduces_uninterrupted_run_exactly(tmp_path, own_generator, ch
     def setup():
         model = make_model(cfg, seed=1)
         opt = torch.optim.AdamW(model.parameters(), lr=5e-3)
+        if own_generator == "seeded_loader":  # the order comes from (seed, epoch) alone
+            return model, opt, seeded_loader(data, 2, shuffle=True, seed=7)
         g = torch.Generator().manual_seed(7) if own_generator else None
         loader = DataLoader(data, batch_size=2, shuffle=True, generator=g)  # 5 batches
         return model, opt, loader
@@ -221,3 +224,49 @@ def test_ddp_model_uses_no_sync_and_saves_unwrapped(tmp_path):
         assert load_checkpoint(tmp_path / "d.pt")["model"].keys() == model.state_dict().keys()
     finally:
         dist.destroy_process_group()
+
+
+def whole_loader_loss(model, loader):
+    """A train-set metric that reads the whole loader (a full pass: it would count an epoch)."""
+    return sum(lm_loss(model, batch).item() for batch in loader)
+
+
+@pytest.mark.parametrize("loader_kind", ["seeded", "global"])
+def test_evaluation_never_changes_the_batches_training_sees(loader_kind):
+    # A peek, another eval_every, a validation loader or a train-set metric: the same batches in
+    # the same order, the same dropout masks, so the same weights and the same step losses.
+    cfg = TINY.replace(drop_rate=0.2)
+    data = make_data(n=10)
+
+    def run(eval_every, peek=False, metrics=None, val=False):
+        model = make_model(cfg, seed=1)
+        opt = torch.optim.AdamW(model.parameters(), lr=5e-3)
+        if loader_kind == "seeded":
+            loader = seeded_loader(data, 2, shuffle=True, seed=123)  # 5 batches
+        else:  # a plain DataLoader that shuffles from torch's global random state
+            loader = DataLoader(data, batch_size=2, shuffle=True)
+        if peek:
+            next(iter(loader))
+        seen = []
+
+        def recording_loss(model, batch):
+            if model.training:  # a training batch, not a validation one
+                seen.append(batch[0].tolist())
+            return lm_loss(model, batch)
+
+        train(model, opt, loader, recording_loss, epochs=3, eval_every=eval_every, seed=3,
+              val_loader=DataLoader(data, batch_size=4, shuffle=val) if val else None,
+              metrics=metrics, progress=False)
+        return seen, params_of(model)
+
+    base_seen, base_params = run(15)
+    assert len(base_seen) == 15
+    variants = [dict(eval_every=1), dict(eval_every=2, val=True),
+                dict(eval_every=1, metrics={"all": whole_loader_loss, "first": first_batch_loss})]
+    if loader_kind == "seeded":
+        variants.append(dict(eval_every=15, peek=True))
+    for kw in variants:
+        seen, params = run(**kw)
+        assert seen == base_seen, kw
+        for k, v in base_params.items():
+            assert torch.equal(v, params[k]), (kw, k)

@@ -9,7 +9,7 @@ import torch.nn as nn
 
 from ch02_data import EOT_ID, gpt2_encoding
 from ch04_gpt import GPTConfig, GPTModel
-from ch05_pretrain import evaluate, train
+from ch05_pretrain import evaluate, load_model, save_checkpoint, train
 from ch06_classify.classifier import (
     accuracy,
     classification_loss,
@@ -20,7 +20,7 @@ from ch06_classify.classifier import (
     save_classifier,
     to_classifier,
 )
-from ch06_classify.lora import add_lora
+from ch06_classify.lora import LoRALinear, add_lora
 
 V, T, C = 64, 16, 16
 TINY = GPTConfig(vocab_size=V, context_length=T, emb_dim=C, n_heads=2, n_layers=2, drop_rate=0.0)
@@ -303,3 +303,57 @@ def test_load_classifier_refuses_a_language_model_checkpoint(tmp_path):
 def test_save_classifier_rejects_reserved_extra_keys(tmp_path):
     with pytest.raises(ValueError, match="reserved"):
         save_classifier(tmp_path / "c.pt", make_classifier(), causal=False)
+
+
+# --- a language model where a classifier belongs, batches of another chapter ------------------------
+
+
+def spam_batch(B=2):
+    return {"input_ids": torch.randint(0, V, (B, T)), "labels": torch.tensor([0, 1][:B]),
+            "lengths": torch.full((B,), T)}
+
+
+def test_a_language_model_is_refused_where_a_classifier_belongs(tmp_path):
+    torch.manual_seed(0)
+    lm = GPTModel(TINY)  # never passed through to_classifier: V logits, not 2
+    with pytest.raises(ValueError, match=r"accuracy got a language model .* to_classifier\(model\)"):
+        accuracy(lm, [spam_batch()])
+    with pytest.raises(ValueError, match="class_logits got a language model"):
+        classification_loss(lm, spam_batch())
+    with pytest.raises(ValueError, match="save_classifier got a language model"):
+        save_classifier(tmp_path / "lm.pt", lm)
+    save_checkpoint(tmp_path / "lm.pt", lm, None, num_classes=V, lora=None, causal=True, extra={})
+    with pytest.raises(ValueError, match="never passed through to_classifier"):
+        load_classifier(tmp_path / "lm.pt")
+
+
+def test_chapter5_load_model_refuses_a_classifier(tmp_path):
+    path = save_classifier(tmp_path / "clf.pt", make_classifier())
+    with pytest.raises(ValueError, match=r"is a classifier \(2 classes.*load_classifier"):
+        load_model(path)
+
+
+@pytest.mark.parametrize("batch, words", [
+    ((torch.zeros(2, T, dtype=torch.long), torch.zeros(2, T, dtype=torch.long)), "batch is a tuple"),
+    ({"input_ids": torch.zeros(2, T, dtype=torch.long)}, r"lacks \['labels'\]"),
+])
+def test_classification_loss_names_a_wrong_batch(batch, words):
+    with pytest.raises(ValueError, match=words):
+        classification_loss(make_classifier(), batch)
+
+
+def test_pool_refuses_2d_logits():
+    with pytest.raises(ValueError, match=r"logits has shape \(2, 5\); pool needs .* \(B, T, K\)"):
+        pool(torch.zeros(2, 5), None)
+
+
+@pytest.mark.parametrize("trainable", ["head", "last_block", "all"])
+def test_to_classifier_after_add_lora_keeps_loras_split(trainable):
+    torch.manual_seed(0)
+    model = to_classifier(add_lora(GPTModel(TINY), rank=2), trainable=trainable)
+    layers = [m for m in model.modules() if isinstance(m, LoRALinear)]
+    assert layers
+    for layer in layers:
+        assert not any(p.requires_grad for p in layer.linear.parameters())
+        assert layer.A.requires_grad and layer.B.requires_grad
+    assert model.out_head.weight.requires_grad

@@ -295,6 +295,9 @@ def test_make_loader_shuffles_deterministically(small):
     second = make_loader(small, batch_size=3, shuffle=True, seed=7)
     assert [order(second), order(second)] == epochs
     assert epochs[0] != epochs[1]  # each epoch its own order
+    peeked = make_loader(small, batch_size=3, shuffle=True, seed=7)
+    next(iter(peeked))  # a look at one batch does not change the order that follows
+    assert [order(peeked), order(peeked)] == epochs
     unshuffled = [b["lengths"].tolist() for b in make_loader(small, batch_size=3)]
     assert unshuffled == [small.lengths[i : i + 3].tolist() for i in (0, 3, 6)]
     assert len(make_loader(small, batch_size=3, drop_last=True)) == 2

@@ -61,7 +61,7 @@ def test_two_rows_are_written_then_skipped_on_a_second_run(tmp_path, tiny_base, 
 def test_an_unwritable_out_fails_before_any_training(tmp_path, tiny_base, capsys):
     blocker = tmp_path / "a_file"
     blocker.write_text("not a folder", encoding="utf-8")
-    with pytest.raises(ValueError, match="out='.*a_file/results.csv' cannot be written"):
+    with pytest.raises(ValueError, match="out='.*a_file/results.csv' lies under .*a_file', which is a file"):
         experiments.run_experiments(["default"], out=blocker / "results.csv", device="cpu")
     assert tiny_base == []  # no model was even loaded
     # The command line says it in one line and exits with status 2.
@@ -109,3 +109,30 @@ def test_tfidf_baseline_separates_obvious_spam():
         tfidf_baseline(train_texts, train_labels[:5], ["x"], ["ham"])
     with pytest.raises(ValueError, match="only \\['ham'\\]"):
         tfidf_baseline(["a", "b"], ["ham", "ham"], ["x"], ["ham"])
+
+
+def test_a_cut_last_line_is_removed_not_appended_to(tmp_path, tiny_base, capsys):
+    # A run killed while writing a row leaves a last line without its newline.
+    out = tmp_path / "results.csv"
+    experiments.run_experiments(["head"], out=out, device="cpu", progress=False)
+    whole = out.read_text(encoding="utf-8")
+    with open(out, "a", encoding="utf-8", newline="") as f:
+        f.write("tfidf,TF-IDF feat")
+    table = experiments.run_experiments(["head", "tfidf"], out=out, device="cpu", progress=False)
+    assert "removed its cut last line 'tfidf,TF-IDF feat'" in capsys.readouterr().out
+    assert out.read_text(encoding="utf-8").startswith(whole)
+    assert [r["row"] for r in read_rows(out)] == ["head", "tfidf"] and len(table) == 2
+
+
+def test_a_row_of_the_wrong_length_is_refused(tmp_path, tiny_base):
+    out = tmp_path / "results.csv"
+    out.write_text(",".join(experiments.COLUMNS) + "\nhead,1,2\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="line 2 has 3 fields, not 9"):
+        experiments.run_experiments(["tfidf"], out=out, device="cpu", progress=False)
+
+
+def test_out_under_a_file_is_named(tmp_path, tiny_base):
+    (tmp_path / "notes").write_text("x", encoding="utf-8")
+    with pytest.raises(ValueError, match=r"lies under .*notes', which is a file, not a folder"):
+        experiments.run_experiments(["tfidf"], out=tmp_path / "notes" / "r.csv", device="cpu",
+                                    progress=False)

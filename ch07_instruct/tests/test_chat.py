@@ -104,6 +104,7 @@ def test_clean_text():
     ("temperature", -5), ("temperature", float("nan")), ("temperature", float("inf")),
     ("temperature", "0.5"), ("top_k", 10**9), ("top_k", 2.5), ("top_k", True), ("top_p", 0),
     ("top_p", 1.5), ("max_new_tokens", 0), ("max_new_tokens", None), ("max_new_tokens", 10**6),
+    ("temperature", 10**400), ("top_k", -10**400), ("max_new_tokens", 10**400),  # no float holds them
 ])
 def test_check_settings_refuses_absurd_values(name, value):
     settings = {k: v[2] for k, v in LIMITS.items()} | {name: value}
@@ -164,6 +165,7 @@ def test_load_bundle_refuses_a_classifier_as_the_model(tmp_path):
     (["--checkpoint", "{text}"], ["--checkpoint", "notes.txt", "not a PyTorch file"]),
     (["--checkpoint", "{model}", "--classifier", "{model}"], ["--classifier", "model.pt", "not a classifier"]),
     (["--checkpoint", "{model}", "--device", "tpu"], ["--device", "tpu", "use cuda, mps or cpu"]),
+    (["--checkpoint", "{model}", "--host", "256.1.1.1"], ["--host '256.1.1.1'", "cannot listen there"]),
 ])
 def test_command_line_errors_name_the_argument(argv, words, tmp_path, capsys):
     (tmp_path / "notes.txt").write_text("not a model", encoding="utf-8")
@@ -338,3 +340,27 @@ def test_requests_take_turns_and_keep_their_own_cache(app, monkeypatch):
     assert most[0] == 1
     for c in clients:
         c.close()
+
+
+def test_new_conversation_stops_an_answer_asked_through_the_api(app, monkeypatch):
+    """An answer still being written when "New conversation" is asked never lands in the new one."""
+    import time
+
+    real, started = chat.stream_tokens, threading.Event()
+
+    def slow(*args, **kwargs):
+        for token in real(*args, **kwargs):
+            started.set()
+            time.sleep(0.02)
+            yield token
+
+    monkeypatch.setattr(chat, "stream_tokens", slow)
+    monkeypatch.setattr(chat, "MARKERS", ())  # never stop early: the answer runs to its limit
+    c = client(app[1])
+    job = c.submit("Write a long story.", 0.0, 50, 1.0, 200, api_name="/chat")
+    assert started.wait(30)
+    assert c.predict(api_name="/new_conversation") == ([], "")
+    job.result(timeout=60)
+    (conversation, _, _), _ = ask(c, "Name a color.", max_new_tokens=2)
+    assert [m["role"] for m in conversation] == ["user", "assistant"]  # the new question alone
+    c.close()

@@ -160,6 +160,9 @@ def test_loader_is_seeded_and_yields_tensors():
     torch.manual_seed(999)  # the global state does not matter
     again = [x.tolist() for x, _ in make_loader(ds, 3, shuffle=True, seed=5)]
     assert first == again and len(first) == 3
+    peeked = make_loader(ds, 3, shuffle=True, seed=5)
+    next(iter(peeked))  # a look at one batch does not change the order that follows
+    assert [x.tolist() for x, _ in peeked] == first
     with pytest.raises(ValueError, match="batch_size=0"):
         make_loader(ds, 0)
 
@@ -180,3 +183,34 @@ def test_real_data_loads_and_splits_85_10_5():
 def test_split_bad_fractions():
     with pytest.raises(ValueError, match=r"fractions=\(0.9, 0.2\)"):
         split_entries([SIMILE] * 10, fractions=(0.9, 0.2))
+
+
+# --- a wrong entry or item: one sentence, not a KeyError or TypeError ------------------------------
+
+
+@pytest.mark.parametrize("entry, words", [
+    ({"input": ""}, r"entry has no 'instruction' key"),
+    ({"instruction": 5, "output": "x"}, r"entry\['instruction'\] is a int"),
+    ({"instruction": "Say hi.", "input": None, "output": "hi"}, r"entry\['input'\] is a NoneType"),
+    ("Say hi.", "entry is a str"),
+])
+def test_format_functions_name_a_bad_entry(entry, words):
+    from ch07_instruct.data import encode_example, format_example
+    for fn in (format_prompt, format_example, encode_example):
+        with pytest.raises(ValueError, match=words):
+            fn(entry)
+    with pytest.raises(ValueError, match="entry has no 'output' key"):
+        format_example({"instruction": "Say hi."})
+    with pytest.raises(ValueError, match="entry has no 'output' key"):
+        encode_example({"instruction": "Say hi."})
+
+
+@pytest.mark.parametrize("items, words", [
+    ([{"input_ids": [1, 2]}], r"items\[0\] has keys \['input_ids'\]"),
+    ([(1, 2)], r"items\[0\] has tuple"),
+    ([{"input_ids": "hello", "prompt_len": 1}], r"items\[0\]\['input_ids'\] is 'hello'"),
+    ([{"input_ids": [1, 2], "prompt_len": 5}], r"items\[0\]\['prompt_len'\] is 5; use an int from 0 to"),
+])
+def test_collate_names_a_bad_item(items, words):
+    with pytest.raises(ValueError, match=words):
+        collate(items)

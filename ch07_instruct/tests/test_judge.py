@@ -44,6 +44,7 @@ class FakeOllama:
         self.chat_delay = 0.0  # seconds to wait before answering a chat
         self.chats = []  # JSON bodies of the chat requests received
         self.released = threading.Event()  # set at teardown: a waiting handler gives up at once
+        self.chat_answer = "ok"  # "ok", or a broken answer: "drip", "error", "wrong shape", "not json"
         self.host = ""
 
 
@@ -82,6 +83,34 @@ class Handler(BaseHTTPRequestHandler):
         fake.chats.append(body)
         if fake.chat_delay and fake.released.wait(fake.chat_delay):
             return  # torn down while waiting: the client is gone, answer nothing
+        if fake.chat_answer == "error":
+            self.send_json(500, {"error": "model runner crashed"})
+            return
+        if fake.chat_answer == "wrong shape":
+            self.send_json(200, {"answer": "85"})
+            return
+        if fake.chat_answer == "not json":
+            self.send_response(200)
+            self.send_header("Content-Length", "9")
+            self.end_headers()
+            self.wfile.write(b"<html>hi!")
+            return
+        if fake.chat_answer == "drip":  # a valid answer, one byte per second (at most 30 s)
+            data = json.dumps({"model": body["model"], "message": {"role": "assistant", "content": "85"},
+                               "done": True}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            for i in range(min(len(data), 30)):
+                if fake.released.wait(1.0 if i else 0.0):
+                    return
+                try:
+                    self.wfile.write(data[i:i + 1])
+                    self.wfile.flush()
+                except OSError:  # the client hung up
+                    return
+            return
         if not fake.replies:
             self.send_json(500, {"error": "the test scripted no reply for this request"})
             return
@@ -243,6 +272,13 @@ def test_judge_prompt_holds_the_task_the_reference_and_the_response():
     ("250", None),
     ("-5", None),
     ("", None),
+    ("On a scale of 0 to 100, I would rate this 85.", 85),  # the scale is not the score
+    ("Out of 100, I'd give it a 40", 40),
+    ("Score (0-100): 72", 72),
+    ("8/10", 80),  # another scale, converted
+    ("4 out of 5", 80),
+    ("Rating: 7.5/10", 75),
+    ("I rate it 60 out of 100", 60),
 ])
 def test_parse_score(text, score):
     assert parse_score(text) == score
@@ -266,3 +302,37 @@ def test_ask_local_llm_without_a_server(down_host):
         judge_module.ask_local_llm(["hi"], host=down_host, progress=False)
     with pytest.raises(ValueError, match="prompts must be a list of strings"):
         judge_module.ask_local_llm("hi", host=down_host)
+
+
+# --- a server that answers slowly, wrongly, or not as Ollama does ---------------------------------
+
+
+def test_a_server_that_drips_its_answer_is_given_up_on_after_the_timeout(server):
+    server.chat_answer = "drip"  # each read gets a byte within the per-read timeout
+    start = time.perf_counter()
+    with pytest.raises(JudgeUnavailable, match=r"within the timeout of 2\.0 s"):
+        judge(ENTRIES[:1], RESPONSES[:1], host=server.host, timeout=2.0, progress=False)
+    assert time.perf_counter() - start < 4.0  # the whole request, not each read
+
+
+@pytest.mark.parametrize("answer, words", [
+    ("error", r"answered with an error \(HTTP 500: model runner crashed\)"),
+    ("wrong shape", "not an Ollama reply"),
+    ("not json", "not an Ollama reply"),
+])
+def test_a_broken_answer_is_judge_unavailable(server, answer, words):
+    server.chat_answer = answer
+    with pytest.raises(JudgeUnavailable, match=words) as info:
+        judge(ENTRIES[:1], RESPONSES[:1], host=server.host, progress=False)
+    assert "\n" not in str(info.value)
+    from ch07_instruct.report import score_responses  # documented to always return a row
+    row = score_responses(ENTRIES[:1], RESPONSES[:1], host=server.host)
+    assert row["judge scored"] == "no server" and row["ROUGE-L"] > 0
+
+
+@pytest.mark.parametrize("timeout", [0, -1, float("nan"), "5", None])
+def test_a_timeout_that_is_not_a_positive_number_is_refused(down_host, timeout):
+    with pytest.raises(ValueError, match=r"timeout=.*; use a number of seconds > 0"):
+        judge(ENTRIES, RESPONSES, host=down_host, timeout=timeout, progress=False)
+    with pytest.raises(ValueError, match=r"timeout=.*; use a number of seconds > 0"):
+        check_server(host=down_host, timeout=timeout)

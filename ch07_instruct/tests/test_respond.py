@@ -140,3 +140,11 @@ def test_offline_path_through_a_transformers_checkpoint(tmp_path):
                     progress=False)
     assert history.train_loss[-1] < history.train_loss[0]
     assert isinstance(generate_response(model, ENTRY, TOK, max_new_tokens=5), str)
+
+
+def test_load_responses_names_a_truncated_file(tmp_path):
+    path = save_responses(tmp_path / "r.json", [ENTRY], ["Red."])
+    text = path.read_text(encoding="utf-8")
+    path.write_text(text[: len(text) // 2], encoding="utf-8")  # a copy cut short
+    with pytest.raises(ValueError, match=r"'.*r\.json' is not valid JSON .*truncated"):
+        load_responses(path)
