@@ -115,7 +115,8 @@ def test_weekly_job_is_scheduled_and_reaches_gpt2():
     assert not {"GPT2_DIR", "DATA_MIRROR", "HF_HUB_OFFLINE"} & set(job["env"]), "the weekly job downloads"
     assert not any(step.get("uses", "").startswith("actions/cache@") for _, _, step in steps(workflow))
     runs = " ".join(step.get("run", "") for _, _, step in steps(workflow))
-    assert "load_gpt2('gpt2')" in runs and "pytest -k gpt2" in runs
+    assert "load_gpt2(n)" in runs and "'gpt2', 'gpt2-medium'" in runs  # the hub path, verified
+    assert "tools/tests/test_gpt2_branches.py" in runs and "test_chat_gpt2.py" in runs  # every GPT-2 branch
 
 
 def test_torch_pin_is_the_same_everywhere():
