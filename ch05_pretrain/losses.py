@@ -89,7 +89,9 @@ def evaluate(
     The model runs in eval mode (no dropout) without gradients, and its previous train/eval
     mode is restored afterwards. Batches are moved to `device` (default: the model's device).
     Each batch counts equally; a batch without counted targets (`NoTargetsError`) is left out.
-    Returns nan for an empty loader.
+    Returns nan for an empty loader. Evaluating a training loader never moves its order: a seeded
+    loader's epoch (`ch02_data.SeededSampler`) is put back afterwards, so the next training pass
+    sees the batches it would have seen without the evaluation.
 
     Raises:
         NoTargetsError: when every batch looked at was left out, rather than returning nan.
@@ -101,6 +103,8 @@ def evaluate(
         device = next(model.parameters()).device
     was_training = model.training
     model.eval()
+    sampler = getattr(loader, "sampler", None)
+    epoch = getattr(sampler, "epoch", None)
     total, n, skipped = 0.0, 0, 0
     try:
         for i, batch in enumerate(loader):
@@ -116,6 +120,8 @@ def evaluate(
             n += 1
     finally:
         model.train(was_training)
+        if isinstance(epoch, int):
+            sampler.epoch = epoch
     if skipped and not n:
         raise NoTargetsError(
             f"none of the {skipped} evaluated batches has a counted target (every target is "

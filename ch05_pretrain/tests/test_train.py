@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from ch02_data import seeded_loader
 from ch04_gpt import GPTConfig, GPTModel
 from ch05_pretrain.checkpoint import load_checkpoint
-from ch05_pretrain.losses import lm_loss
+from ch05_pretrain.losses import evaluate, lm_loss
 from ch05_pretrain.train import History, lr_factor, train
 
 V, T = 40, 8
@@ -270,3 +270,13 @@ def test_evaluation_never_changes_the_batches_training_sees(loader_kind):
         assert seen == base_seen, kw
         for k, v in base_params.items():
             assert torch.equal(v, params[k]), (kw, k)
+
+
+def test_evaluate_on_the_training_loader_keeps_its_order():
+    # Chapter 5 measures the untrained loss on the training loader, then runs its own loop
+    # (`for batch in loader`) and `train` on it: both must see epoch 0 first.
+    data = make_data(n=10)
+    fresh, evaluated = seeded_loader(data, 2, shuffle=True, seed=7), seeded_loader(data, 2, shuffle=True, seed=7)
+    evaluate(make_model(), evaluated)  # a full pass
+    for _ in range(2):  # two epochs of a plain loop
+        assert [b[0].tolist() for b in fresh] == [b[0].tolist() for b in evaluated]
