@@ -38,6 +38,9 @@ _TEMP_TAG = ".part"  # temporary copies are named <dest.name>.part + 8 random ch
 # Without file locks (Windows) a temporary copy is taken for abandoned once it has not changed
 # for this long: a live download writes to it at least every `timeout` seconds.
 _STALE_AFTER_S = 3600
+# A download that gets fewer than this many bytes per second over a whole `timeout` window has
+# stalled, even if each read returns something: `timeout` bounds one read, this bounds progress.
+_MIN_BYTES_PER_S = 1024
 
 # unpack(packed, out): read the packed file `packed`, write the file it holds to `out`.
 Unpack = Callable[[Path, Path], None]
@@ -162,14 +165,28 @@ def _is_transient(error: BaseException) -> bool:
 
 
 def _fetch_url(url: str, tmp: Path, timeout: float, desc: str) -> None:
-    """Stream `url` into `tmp` with a progress bar labelled `desc`."""
+    """Stream `url` into `tmp` with a progress bar labelled `desc`.
+
+    Each read waits at most `timeout` seconds, and every window of `timeout` seconds must bring
+    at least `_MIN_BYTES_PER_S` bytes per second: a server that drips a byte at a time would
+    otherwise hold the download forever. Both raise TimeoutError, which is retried.
+    """
     req = urllib.request.Request(url, headers={"User-Agent": "gpt-from-scratch-companion"})
     with urllib.request.urlopen(req, timeout=timeout) as resp, open(tmp, "wb") as out:
         total = int(resp.headers.get("Content-Length") or 0) or None
+        window_start, window_bytes = time.monotonic(), 0
         with tqdm(total=total, unit="B", unit_scale=True, desc=desc) as bar:
-            for chunk in iter(lambda: resp.read(_CHUNK), b""):
+            # read1 returns what has arrived (read(n) would wait for all n bytes)
+            for chunk in iter(lambda: resp.read1(_CHUNK), b""):
                 out.write(chunk)
                 bar.update(len(chunk))
+                window_bytes += len(chunk)
+                elapsed = time.monotonic() - window_start
+                if elapsed >= timeout:
+                    if window_bytes < _MIN_BYTES_PER_S * elapsed:
+                        raise TimeoutError(f"stalled: {window_bytes} bytes in {elapsed:.0f} s, under "
+                                           f"{_MIN_BYTES_PER_S} bytes/s")
+                    window_start, window_bytes = time.monotonic(), 0
 
 
 def _url_file_name(url: str) -> str:

@@ -284,3 +284,41 @@ def test_bad_arguments_are_refused_in_one_sentence(mirror, tmp_path, kwargs, mes
     with pytest.raises(ValueError, match=message):
         download(**args)
     assert not (tmp_path / "x.txt").exists()
+
+
+def test_a_server_that_drips_its_answer_is_given_up_on(no_mirror, tmp_path):
+    # One byte every 0.2 s: each read returns within the timeout, so only a progress rule stops it.
+    stop = threading.Event()
+
+    class Drip(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Length", "10000")
+            self.end_headers()
+            for _ in range(10000):
+                if stop.is_set():
+                    return
+                try:
+                    self.wfile.write(b"x")
+                    self.wfile.flush()
+                except OSError:
+                    return
+                time.sleep(0.2)
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Drip)
+    httpd.daemon_threads = True
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    t0 = time.monotonic()
+    try:
+        with pytest.raises(DownloadError, match="stalled"):
+            download(f"http://127.0.0.1:{httpd.server_address[1]}/x.txt", tmp_path / "x.txt", SHA,
+                     retries=0, timeout=1.0)
+    finally:
+        stop.set()
+        httpd.shutdown()
+        httpd.server_close()
+    assert time.monotonic() - t0 < 10
+    assert leftovers(tmp_path) == []
