@@ -125,6 +125,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--sizes", nargs="+", default=["gpt2", "gpt2-medium"])
+    parser.add_argument("--workloads", nargs="+", default=None,
+                        help="only these (ch06, ch07, ch07_generate_token, dpo, distill)")
     args = parser.parse_args(argv)
     info = machine_info()
     print_machine(info)
@@ -140,6 +142,8 @@ def main(argv: list[str] | None = None) -> None:
             for name in w_fb:
                 if size != "gpt2" and name.startswith(("ch06", "distill")):
                     continue  # these chapters use GPT-2 124M
+                if args.workloads is not None and name not in args.workloads:
+                    continue
                 w_fb[name](), w_g2[name]()  # warm-up
                 fb, g2 = [], []
                 with PeakRSS() as mem:
