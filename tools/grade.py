@@ -143,8 +143,9 @@ def _reason(error: dict, diagnosis: dict, first_error: int | None) -> str:
     if ename == "AssertionError":
         why = diagnosis.get("assert") or "an assert failed"
         return "wrong values: " + why + (f" ({evalue})" if evalue else "")
+    inside = f" (in {where})" if where and where != "<module>" else ""
     after = f", after an error in cell {first_error + 1}" if first_error is not None else ""
-    return f"error: {ename}: {evalue.splitlines()[0] if evalue else ''}{after}".rstrip()
+    return f"error: {ename}: {evalue.splitlines()[0] if evalue else ''}{inside}{after}"
 
 
 def grade(path: Path, timeout: int = 600) -> tuple[dict[str, Piece], float]:

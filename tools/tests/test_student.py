@@ -42,6 +42,13 @@ def test_unpaired_markers_are_refused(bad):
         strip_solutions(bad)
 
 
+def signature(node: ast.FunctionDef | ast.ClassDef) -> str:
+    """A def's arguments, return annotation and decorators, or a class's bases, as text."""
+    if isinstance(node, ast.ClassDef):
+        return ast.dump(ast.Tuple(node.bases))
+    return ast.dump(ast.Tuple([node.args, node.returns or ast.Constant(None), *node.decorator_list]))
+
+
 def marked_chapters() -> list[str]:
     return sorted(p.parent.name for p in REPO_ROOT.glob("*/*.ipynb")
                   if p.stem == p.parent.name and BEGIN in p.read_text(encoding="utf-8"))
@@ -74,8 +81,7 @@ def test_student_notebook_of_each_marked_chapter(chapter, tmp_path, capsys):
                          if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
             for node in ast.walk(tree):  # every signature and docstring unchanged
                 if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
-                    assert ast.dump(node.args if hasattr(node, "args") else node.bases[0]) == ast.dump(
-                        originals[node.name].args if hasattr(node, "args") else originals[node.name].bases[0])
+                    assert signature(node) == signature(originals[node.name]), node.name
                     assert ast.get_docstring(node) == ast.get_docstring(originals[node.name])
         else:
             assert mine.source == theirs.source
