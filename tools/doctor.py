@@ -124,9 +124,11 @@ def check_device() -> list[Check]:
         device = get_device(verbose=False)
     except RuntimeError as e:
         return [Check("device", FAIL, str(e), f"The device asked for cannot be used: {e}.")]
+    trusted = f"PyTorch >= {MIN_MPS_TORCH[0]}.{MIN_MPS_TORCH[1]}"
     if device.type == "cpu":
-        return [Check("device", OK, "cpu (no CUDA or usable MPS; every chapter runs on the CPU)" + mps_note)]
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"Apple MPS, PyTorch {torch.__version__}"
+        return [Check("device", OK, f"cpu (no CUDA, no MPS with {trusted}; every chapter runs on the CPU)" + mps_note)]
+    name = (torch.cuda.get_device_name(device) if device.type == "cuda"
+            else f"Apple MPS, PyTorch {torch.__version__}, {trusted} trusted")
     try:
         diff = _agrees_with_cpu(device)
     except Exception as e:  # a broken driver, an op missing on MPS
