@@ -7,6 +7,10 @@ from pathlib import Path
 
 import pytest
 
+# Student notebooks (`python -m tools.student`, git-ignored) raise NotImplementedError by design: a local
+# `pytest` must not execute them; tools/tests/test_grade.py grades them instead.
+collect_ignore_glob = ["*_student.ipynb"]
+
 
 @pytest.fixture(scope="session")
 def gpt2_standin_dir(tmp_path_factory):

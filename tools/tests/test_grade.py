@@ -1,0 +1,52 @@
+"""tools.grade: every marked chapter's student notebook fails on every piece; the chapter notebook passes.
+
+Grading executes notebooks in fast mode up to their last graded cell. Measured on a shared 2-core CPU
+(student and chapter notebook together): ch03 16 s, ch02 32 s, DPO 63 s, ch06 68 s, ch04 84 s,
+distillation 91 s, ch07 128 s; 8.1 min for the seven chapters."""
+
+import pytest
+
+from tools import grade
+from tools.student import REPO_ROOT, main as write_student
+from tools.tests.test_student import marked_chapters
+
+
+def test_a_wrong_value_is_reported_with_by_how_much(tmp_path):
+    import nbformat
+
+    cells = ["import torch\n# GRADE: ok\nassert torch.equal(torch.ones(2), torch.ones(2))",
+             "# GRADE: close\nassert torch.allclose(torch.ones(3), torch.full((3,), 1.5), atol=1e-6)",
+             "diff = 0.25\n# GRADE: small\nassert diff < 1e-5",
+             "def f():\n    raise NotImplementedError\n\n\n# GRADE: stub\nf()",
+             "# GRADE: later\nprint(undefined_name)",
+             "def g(x):\n    return x @ x\n\n\n# GRADE: shapes\ng(torch.ones(2, 3))"]
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
+    path = tmp_path / "toy.ipynb"
+    nbformat.write(nb, path)
+    pieces, _ = grade.grade(path)
+    failures = {name: p.failures for name, p in pieces.items()}
+    assert failures["ok"] == []
+    assert failures["close"] == ["cell 2: wrong values: torch.allclose(torch.ones(3), torch.full((3,), 1.5), "
+                                 "atol=1e-06) is false: largest difference 0.5"]
+    assert failures["small"] == ["cell 3: wrong values: diff < 1e-05 is false: diff = 0.25"]
+    assert failures["stub"] == ["cell 4: not implemented (f raises NotImplementedError)"]
+    assert failures["later"] == ["cell 5: error: NameError: name 'undefined_name' is not defined, "
+                                 "after an error in cell 2"]
+    assert failures["shapes"][0].startswith("cell 6: error: RuntimeError: mat1 and mat2 shapes cannot be multiplied")
+    assert failures["shapes"][0].endswith("(in g), after an error in cell 2")
+
+
+@pytest.mark.parametrize("chapter", marked_chapters())
+def test_student_notebook_fails_every_piece_and_chapter_notebook_passes(chapter, tmp_path, capsys):
+    assert write_student([chapter, "--out", str(tmp_path)]) == 0
+    assert grade.main([str(tmp_path / f"{chapter}_student.ipynb")]) == 1
+    student = capsys.readouterr().out.splitlines()
+    pieces = grade.graded_pieces(__import__("nbformat").read(REPO_ROOT / chapter / f"{chapter}.ipynb", 4))
+    failed = [line for line in student if line.startswith("FAIL  ")]
+    assert len(failed) == len(pieces) > 0, student
+    assert all("not implemented" in line for line in failed), student
+    assert student[-1].startswith(f"0 of {len(pieces)} pieces pass")
+
+    assert grade.main([str(REPO_ROOT / chapter / f"{chapter}.ipynb")]) == 0
+    chapter_out = capsys.readouterr().out.splitlines()
+    assert [line for line in chapter_out if line.startswith("pass  ")] == [f"pass  {p}" for p in pieces]
