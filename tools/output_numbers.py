@@ -1,21 +1,21 @@
 """Numbers in a notebook's outputs and prose, as the drift table and the markdown check read them.
 
 A number is written as `1234`, `5,145`, `-0.57`, `4e-4`, `91.3%`, or with a suffix `16.1M`,
-`124M`, `10k`, `1.5B` (a factor of 10^3, 10^6 or 10^9). A number inside an identifier (`ch05`,
+`124M`, `10k`, `1.5B`, `124 million` (a factor of 10^3, 10^6 or 10^9). A number inside an identifier (`ch05`,
 `fp32`, `H100`) or a version (`2.13.0`) is not one.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import nbformat
 
-SUFFIX = {"k": 1e3, "K": 1e3, "M": 1e6, "B": 1e9}
+SUFFIX = {"k": 1e3, "K": 1e3, "M": 1e6, "B": 1e9, "thousand": 1e3, "million": 1e6, "billion": 1e9}
 NUMBER = re.compile(
     r"(?<![\w.])(?P<sign>[-−])?(?P<int>\d{1,3}(?:,\d{3})+|\d+)(?:\.(?P<frac>\d+))?(?P<exp>[eE][-+]?\d+)?"
-    r"(?P<suffix>[kKMB])?(?P<pct>%)?(?!\.\d)(?![\w])"
+    r"(?:(?P<suffix>[kKMB])|[ \u00a0](?P<word>thousand|million|billion))?(?P<pct>%)?(?!\.\d)(?![\w])"
 )
 
 
@@ -24,6 +24,7 @@ class Number:
     written: str  # as in the text
     value: float  # suffix and sign applied, % kept as written (91.3% is 91.3)
     tolerance: float  # half a unit of the last written digit: what rounding may have removed
+    at: int = field(default=0, compare=False)  # where it starts in the text
 
     def matches(self, x: float) -> bool:
         """Whether `x` printed at this number's precision reads as it (also as a fraction <-> %)."""
@@ -37,12 +38,12 @@ def numbers(text: str) -> list[Number]:
         digits = m["int"].replace(",", "")
         frac = m["frac"] or ""
         exp = m["exp"] or ""
-        factor = SUFFIX.get(m["suffix"] or "", 1.0)
+        factor = SUFFIX.get(m["suffix"] or m["word"] or "", 1.0)
         value = float(f"{digits}.{frac or 0}{exp}") * factor
         step = 10.0 ** -len(frac) * (float(f"1{exp}") if exp else 1.0) * factor
         if m["sign"]:
             value = -value
-        found.append(Number(m.group(0), value, step / 2))
+        found.append(Number(m.group(0), value, step / 2, m.start()))
     return found
 
 
