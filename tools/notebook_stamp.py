@@ -87,14 +87,22 @@ def _counts(path: str) -> bool:
 
 
 def _package_files(root: Path, pkg: str) -> list[tuple[str, str]]:
-    """(path, git blob id) of the package's code files in the working tree."""
-    files = []
-    for path in sorted((root / pkg).rglob("*.py")):
-        rel = path.relative_to(root).as_posix()
-        if _counts(rel):
-            data = path.read_bytes()
-            files.append((rel, hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()))
-    return files
+    """(path, git blob id) of the package's code files in the working tree.
+
+    `git hash-object` applies git's filters (a Windows checkout's CRLF endings are hashed as the
+    committed LF ones); without git, the bytes are hashed as git would hash them unfiltered."""
+    paths = [p.relative_to(root).as_posix() for p in sorted((root / pkg).rglob("*.py"))]
+    paths = [path for path in paths if _counts(path)]
+    if not paths:
+        return []
+    try:
+        blobs = git(root, "hash-object", "--", *paths).split()
+    except (OSError, subprocess.CalledProcessError):
+        blobs = []
+        for path in paths:
+            data = (root / path).read_bytes()
+            blobs.append(hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest())
+    return list(zip(paths, blobs))
 
 
 def _combine(files: list[tuple[str, str]]) -> str:

@@ -185,3 +185,15 @@ def test_mark_stamped_shrinks_the_unstamped_list(tmp_path):
     mark_stamped("a/a.ipynb", tmp_path)
     assert unstamped_list(tmp_path) == ["b/b.ipynb"]
     assert (tmp_path / UNSTAMPED_FILE).read_text(encoding="utf-8").startswith("# comment\n")
+
+
+def test_the_hash_without_git_is_the_hash_with_git(repo, monkeypatch):
+    import tools.notebook_stamp as stamp_module
+
+    with_git = package_hash("ch05_b", repo)
+
+    def no_git(*args):
+        raise OSError("git is not installed")
+
+    monkeypatch.setattr(stamp_module, "git", no_git)
+    assert package_hash("ch05_b", repo) == with_git
