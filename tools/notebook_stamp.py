@@ -13,10 +13,11 @@ A package's hash is sha256 over the git blob ids of its .py files, tests/ left o
 the notebooks and results/ in the folder are left out, so committing a rerun notebook does not
 change the hash it stamped.
 
-Checks: `stale_cells` (a code cell edited after the run) and `due_for_rerun` (a package changed
-after the run by a commit not declared output-neutral). A commit is declared output-neutral by
-a trailer line `Output-neutral: <why>` in its message, or, after the fact, by a line
-`<commit> <why>` in tools/output_neutral.txt.
+Checks (`python -m tools.notebook_stamp` lists each notebook's state): `stale_cells` (a code
+cell edited after the run) and `due_for_rerun` (a package changed after the run by a commit not
+declared output-neutral; HEAD's code is judged, uncommitted edits are not). A commit is declared
+output-neutral by a trailer line `Output-neutral: <why>` in its message, or, after the fact, by
+a line `<commit> <why>` in tools/output_neutral.txt.
 """
 
 from __future__ import annotations
@@ -281,3 +282,26 @@ def due_for_rerun(nb: nbformat.NotebookNode, root: Path = REPO_ROOT) -> list[str
         for change in changes_since(root, pkg, since, stamped, neutral):
             reasons.append(f"{pkg} changed {change}")
     return reasons
+
+
+def main() -> int:
+    """`python -m tools.notebook_stamp`: each notebook's state (current, edited, due, unstamped)."""
+    bad = 0
+    for path in notebooks():
+        nb = nbformat.read(REPO_ROOT / path, as_version=4)
+        if not nb.metadata.get("stamp"):
+            print(f"{path.as_posix()}: not stamped")
+            continue
+        try:
+            problems = stale_cells(nb) + due_for_rerun(nb)
+        except LookupError as err:
+            problems = [str(err)]
+        stamp = nb.metadata["stamp"]
+        print(f"{path.as_posix()}: {'; '.join(problems) or 'current'} (run {stamp.get('date')}, "
+              f"{stamp.get('wall_time_s', 0) / 60:.1f} min on {stamp.get('device')})")
+        bad += bool(problems)
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
