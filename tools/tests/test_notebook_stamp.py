@@ -80,7 +80,7 @@ def git(root: Path, *args: str) -> str:
 
 def write(root: Path, path: str, text: str) -> None:
     (root / path).parent.mkdir(parents=True, exist_ok=True)
-    (root / path).write_text(text, encoding="utf-8")
+    (root / path).write_text(text, encoding="utf-8", newline="\n")  # LF on Windows too, as git stores it
 
 
 def commit(root: Path, message: str) -> None:
