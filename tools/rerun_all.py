@@ -76,8 +76,11 @@ def format_table(rows: list[dict], rtol: float, limit: int = 25) -> str:
     ]
     for row in rows:
         before = f"{row['before_s'] / 60:.1f} min" if row.get("before_s") else "-"
-        lines.append(f"| {row['notebook']} | {row['seconds'] / 60:.1f} min | {before} | {len(row['moved'])} |")
+        wall = f"failed after {row['seconds'] / 60:.1f} min" if row.get("failed") else f"{row['seconds'] / 60:.1f} min"
+        lines.append(f"| {row['notebook']} | {wall} | {before} | {len(row['moved'])} |")
     for row in rows:
+        if row.get("failed"):
+            lines.append(f"\n{row['notebook']}: failed, {row['failed']}")
         if row["moved"]:
             lines.append(f"\n{row['notebook']}:")
             lines.extend(f"  {line}" for line in row["moved"][:limit])

@@ -13,7 +13,8 @@ place with:
 - a stamp in its metadata: the code cells' and chapter packages' hashes, torch, device, wall time
   and date (tools/notebook_stamp.py; the tests fail when the code moves on without a rerun).
 `--all` runs every notebook and solutions notebook, producers of cached models first
-(tools/rerun_all.py; `--dry-run` prints the order). At the end a table gives each notebook's
+(tools/rerun_all.py; `--dry-run` prints the order); a notebook that fails is left as it was,
+reported, and the others still run. At the end a table gives each notebook's
 wall time, for README's chapter table, and the output numbers that moved by more than `--rtol`
 against the stored run.
 """
@@ -28,6 +29,7 @@ from pathlib import Path
 
 import nbformat
 from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError
 
 from tools.notebook_stamp import make_stamp, mark_stamped
 from tools.output_numbers import moved
@@ -94,7 +96,7 @@ def shown(path: Path) -> str:
     return path.relative_to(REPO_ROOT).as_posix() if path.is_relative_to(REPO_ROOT) else str(path)
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Execute notebooks in place and tidy their outputs.")
     parser.add_argument("notebooks", nargs="*", type=Path)
     parser.add_argument("--all", action="store_true", help="every notebook, producers of cached models first")
@@ -112,11 +114,19 @@ def main(argv: list[str] | None = None) -> None:
             parser.error(f"notebook {str(path)!r} is not an existing .ipynb file")
     if args.dry_run:
         print("\n".join(shown(path) for path in paths))
-        return
+        return 0
     rows = []
     for path in paths:
         stored = nbformat.read(path, as_version=4)
-        seconds = run(path.resolve(), args.fast, args.timeout)
+        t0 = time.perf_counter()
+        try:
+            seconds = run(path.resolve(), args.fast, args.timeout)
+        except CellExecutionError as err:  # the notebook stays as it was; the others still run
+            print(err, file=sys.stderr)
+            rows.append({"notebook": shown(path), "seconds": time.perf_counter() - t0, "moved": [],
+                         "failed": f"{err.ename}: {err.evalue}"[:200]})
+            print(f"{shown(path)}: failed ({rows[-1]['failed']})", flush=True)
+            continue
         mode = "fast" if args.fast else "full"
         print(f"{shown(path)}: {seconds:.0f} s ({seconds / 60:.1f} min), {mode} mode", flush=True)
         rows.append({"notebook": shown(path), "seconds": seconds,
@@ -124,7 +134,8 @@ def main(argv: list[str] | None = None) -> None:
                      "moved": moved(stored, nbformat.read(path, as_version=4), args.rtol)})
     print()
     print(format_table(rows, args.rtol))
+    return 1 if any(row.get("failed") for row in rows) else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

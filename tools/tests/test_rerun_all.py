@@ -97,13 +97,16 @@ def test_dry_run_prints_the_order_and_runs_nothing(capsys):
         run_notebook.main(["--all", "ch02_data/ch02_data.ipynb"])
 
 
-def test_a_run_stamps_the_notebook_and_prints_the_table(tmp_path, capsys, monkeypatch):
-    path = tmp_path / "tiny.ipynb"
+def test_a_run_stamps_the_notebook_reports_a_failing_one_and_prints_the_table(tmp_path, capsys, monkeypatch):
+    path, failing = tmp_path / "tiny.ipynb", tmp_path / "failing.ipynb"
     notebook(path, "import math\nprint(round(math.pi, 3))", outputs=["3.0\n"])
+    notebook(failing, "print(1)", "assert False, 'broken'", outputs=["1\n"])
+    before = failing.read_text(encoding="utf-8")
     monkeypatch.setenv("FAST_DEV_RUN", "1")  # run() sets it for the kernel; restored after the test
-    run_notebook.main([str(path), "--fast", "--timeout", "120"])
-    nb = nbformat.read(path, as_version=4)
-    stamp = nb.metadata["stamp"]
+    assert run_notebook.main([str(failing), str(path), "--fast", "--timeout", "120"]) == 1
+    assert failing.read_text(encoding="utf-8") == before  # left as it was
+    stamp = nbformat.read(path, as_version=4).metadata["stamp"]
     assert stamp["mode"] == "fast" and stamp["packages"] == {} and len(stamp["code_cells"]) == 1
     out = capsys.readouterr().out
-    assert "| 1 |" in out and "cell 0: 3.0 -> 3.142 (+4.7%)" in out
+    assert "cell 0: 3.0 -> 3.142 (+4.7%)" in out and "failed, AssertionError: broken" in out
+    assert "| failed after " in out
