@@ -188,7 +188,8 @@ def stale_cells(nb: nbformat.NotebookNode) -> list[str]:
         problems.append(f"{len(code)} code cells, {len(stamped)} when stamped")
     for (index, cell), digest in zip(code, stamped):
         if cell_hash(cell.source) != digest:
-            first = cell.source.strip().splitlines()[0][:60] if cell.source.strip() else ""
+            lines = [line for line in cell.source.splitlines() if line.strip() and "NBVAL_" not in line]
+            first = lines[0].strip()[:60] if lines else ""
             problems.append(f"cell {index} edited since the run: {first!r}")
     return problems
 
