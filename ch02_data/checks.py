@@ -64,14 +64,17 @@ def finite_number(name: str, value, low: float = -math.inf, *, above: bool = Fal
 
 
 def number_in(name: str, value, low: float, high: float, *, closed: str = "[]",
-              meaning: str | None = None) -> float:
+              meaning: str | None = None, none_means: str | None = None) -> float | None:
     """`value` as a float in the interval from `low` to `high`, whose ends `closed` gives in
-    interval notation: "[]" both included, "[)" or "(]" one, "()" neither."""
+    interval notation: "[]" both included, "[)" or "(]" one, "()" neither. None passes when
+    `none_means` says what it does."""
+    if value is None and none_means is not None:
+        return None
     ok = is_real(value)
     if ok:  # nan fails every comparison
         ok = (value > low if closed[0] == "(" else value >= low) and (
             value < high if closed[1] == ")" else value <= high)
     if not ok:
         interval = f"{closed[0]}{low:g}, {high:g}{closed[1]}"
-        raise ValueError(f"{name}={value!r}; use {_allowed(f'a number in {interval}', meaning, None)}")
+        raise ValueError(f"{name}={value!r}; use {_allowed(f'a number in {interval}', meaning, none_means)}")
     return float(value)
