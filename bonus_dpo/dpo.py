@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import copy
 import math
-import numbers
 from collections.abc import Callable, Iterable, Sequence
 
 import torch
@@ -30,9 +29,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ch02_data import EOT_ID
+from ch02_data.checks import finite_number, positive_int
 from ch05_pretrain import NoTargetsError, move_to_device, unwrap
+from ch05_pretrain.losses import evaluation_batches
 
-from .data import REF_KEYS, _check_max_length, _is_int, _pairs
+from .data import REF_KEYS, _check_max_length, _pairs
 
 BATCH_KEYS = ("chosen", "rejected", "chosen_mask", "rejected_mask")
 METRIC_NAMES = ("margin", "pref_acc", "chosen_reward", "rejected_reward")
@@ -133,8 +134,7 @@ def pair_logprobs(model: nn.Module, batch: dict, average: bool = False,
 
 
 def _check_beta(beta) -> None:
-    if isinstance(beta, bool) or not isinstance(beta, numbers.Real) or not 0 < beta < math.inf:
-        raise ValueError(f"beta={beta!r}; use a finite number > 0 (the paper and the book use 0.1)")
+    finite_number("beta", beta, 0, above=True, meaning="the paper and the book use 0.1")
 
 
 def dpo_loss(
@@ -316,8 +316,7 @@ def precompute_reference_logps(reference_model: nn.Module, dataset: Sequence[dic
     log-prob depends only on the tokens before it (causal attention), so neither the batch it
     is scored in nor the padding changes it. Pairs collate would drop get nan (never read).
     """
-    if not (_is_int(batch_size) and batch_size >= 1):
-        raise ValueError(f"batch_size={batch_size!r}; use a positive integer")
+    positive_int("batch_size", batch_size)
     _check_max_length(max_length)
     reference = freeze(reference_model)
     device = next(reference.parameters()).device
@@ -352,19 +351,12 @@ def preference_stats(model: nn.Module, loader: Iterable, reference_model: nn.Mod
     The model runs in eval mode without gradients; its train/eval mode is restored afterwards.
     Batches are moved to the model's device. Batches with no pair left (B = 0) are skipped.
     """
-    if max_batches is not None and not (_is_int(max_batches) and max_batches >= 1):
-        raise ValueError(f"max_batches={max_batches!r}; use None (all batches) or an integer >= 1")
     loss_fn = DPOLoss(reference_model, beta, average, fast)
     device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
     sums = torch.zeros(5, dtype=torch.float64, device=device)  # loss, margin, acc, chosen, rejected
     pairs = 0
-    try:
-        for i, batch in enumerate(loader):
-            if max_batches is not None and i >= max_batches:
-                break
-            batch = move_to_device(batch, device)
+    with evaluation_batches(model, loader, max_batches, device) as batches:
+        for batch in batches:
             n = batch["chosen"].shape[0]
             if n == 0:
                 continue
@@ -373,8 +365,6 @@ def preference_stats(model: nn.Module, loader: Iterable, reference_model: nn.Mod
             sums += torch.stack([loss * n, margin.sum(), (margin > 0).sum(), chosen.sum(),
                                  rejected.sum()]).double()
             pairs += n
-    finally:
-        model.train(was_training)
     if pairs == 0:
         raise NoTargetsError("the batches looked at hold no preference pair (none, or all "
                              "dropped), so there are no statistics to compute")
@@ -402,8 +392,7 @@ def dpo_metrics(reference_model: nn.Module | None = None, beta: float = 0.1, ave
     average as the `DPOLoss`, and a small `max_batches`: each pass runs policy and reference.
     """
     _check_beta(beta)
-    if max_batches is not None and not (_is_int(max_batches) and max_batches >= 1):
-        raise ValueError(f"max_batches={max_batches!r}; use None (all batches) or an integer >= 1")
+    positive_int("max_batches", max_batches, none_means="all batches")
     if reference_model is not None:
         freeze(reference_model)
     cache: dict[tuple[int, int], tuple[list[float], dict]] = {}

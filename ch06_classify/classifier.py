@@ -20,7 +20,9 @@ import torch.nn.functional as F
 from ch02_data import EOT_ID, gpt2_encoding
 from ch03_attention.attention import MultiHeadAttention
 from ch04_gpt import GPTConfig, GPTModel
-from ch05_pretrain import load_checkpoint, move_to_device, save_checkpoint, unwrap
+from ch02_data.checks import positive_int
+from ch05_pretrain import load_checkpoint, save_checkpoint, unwrap
+from ch05_pretrain.losses import evaluation_batches
 
 from .data import LABELS
 from .lora import LoRALinear, add_lora
@@ -156,24 +158,15 @@ def accuracy(model: nn.Module, loader, pooling: str = "last", max_batches: int |
     """Fraction of correctly classified messages over the first `max_batches` batches of
     `loader` (None: all), in eval mode (no dropout); the model's mode is restored afterwards.
     Batches are moved to the model's device."""
-    if max_batches is not None and max_batches < 1:
-        raise ValueError(f"max_batches={max_batches!r}; use None (all batches) or an integer >= 1")
+    positive_int("max_batches", max_batches, none_means="all batches")  # before the model's checks
     _check_is_classifier(model, "accuracy")
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
     correct, total = 0, 0
-    try:
-        for i, batch in enumerate(loader):
-            if max_batches is not None and i >= max_batches:
-                break
+    with evaluation_batches(model, loader, max_batches) as batches:
+        for batch in batches:
             _check_batch(batch, ("input_ids", "labels"))
-            batch = move_to_device(batch, device)
             predicted = class_logits(model, batch, pooling).argmax(dim=-1)  # (B,)
             correct += int((predicted == batch["labels"]).sum())
             total += batch["labels"].numel()
-    finally:
-        model.train(was_training)
     if total == 0:
         raise ValueError("the loader yielded no examples; accuracy is undefined")
     return correct / total
