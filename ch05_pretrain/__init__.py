@@ -7,7 +7,8 @@ from .generate import apply_temperature, generate, sample_next_token, top_k_filt
 from .gpt2_hub import GPT2_DIR_ENV, GPT2_HUB, GPT2_SIZES, GPT2Unavailable, sizes_in_gpt2_dir
 from .gpt2_weights import iter_safetensors, load_gpt2
 from .losses import IGNORE_INDEX, NoTargetsError, evaluate, lm_loss, perplexity
-from .train import History, lr_factor, train
+from .history import History
+from .train import lr_factor, train
 from .fallback import get_fallback_model  # noqa: E402  (after train: fallback imports it)
 from .base_model import BaseModel, RunCost, load_base_model, run_cost  # noqa: E402
 
