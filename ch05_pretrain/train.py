@@ -222,6 +222,9 @@ def train(
 ) -> History:
     """Train `model` by minimising `loss_fn(model, batch)` and return its `History`.
 
+    Longer than our ~60-line guide on purpose: it is the one flat loop every chapter reads
+    (STYLE 7), set up and run top to bottom; each step's work is a named helper above it.
+
     Args:
         model: any module; may be wrapped by DDP or torch.compile.
         optimizer: built on the model's parameters; each param group's lr at the first call is
