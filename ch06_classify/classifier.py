@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from ch02_data import EOT_ID, gpt2_encoding
 from ch03_attention.attention import MultiHeadAttention
 from ch04_gpt import GPTConfig, GPTModel
-from ch02_data.checks import positive_int
+from ch02_data.checks import int_at_least, positive_int
 from ch05_pretrain import load_checkpoint, save_checkpoint, unwrap
 from ch05_pretrain.losses import evaluation_batches
 
@@ -44,8 +44,7 @@ def to_classifier(model: GPTModel, num_classes: int = 2, trainable: str = "last_
     adapters A and B trainable. Draw the head's random init under a seed (`torch.manual_seed`)
     for reproducible runs.
     """
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
-        raise ValueError(f"num_classes={num_classes!r}; use an integer >= 2")
+    int_at_least("num_classes", num_classes, 2)
     if trainable not in TRAINABLE:
         raise ValueError(f"trainable={trainable!r}; choose one of {', '.join(TRAINABLE)}")
     if not all(hasattr(model, name) for name in ("out_head", "blocks", "final_norm")):
