@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from ch02_data import EOT_ID, gpt2_encoding
 from ch03_attention.attention import MultiHeadAttention
 from ch04_gpt import GPTConfig, GPTModel
-from ch02_data.checks import int_at_least, positive_int
+from ch02_data.checks import int_at_least
 from ch05_pretrain import load_checkpoint, save_checkpoint, unwrap
 from ch05_pretrain.losses import evaluation_batches
 
@@ -157,7 +157,6 @@ def accuracy(model: nn.Module, loader, pooling: str = "last", max_batches: int |
     """Fraction of correctly classified messages over the first `max_batches` batches of
     `loader` (None: all), in eval mode (no dropout); the model's mode is restored afterwards.
     Batches are moved to the model's device."""
-    positive_int("max_batches", max_batches, none_means="all batches")  # before the model's checks
     _check_is_classifier(model, "accuracy")
     correct, total = 0, 0
     with evaluation_batches(model, loader, max_batches) as batches:
