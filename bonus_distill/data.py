@@ -18,11 +18,12 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm  # plain text bar: works in terminals, notebooks and CI logs
 
 from ch02_data import EOT_ID, fetch, gpt2_encoding, pick, seeded_loader
+from ch02_data.checks import positive_int
 from ch04_gpt import GPTConfig, GPTModel
 from ch05_pretrain import generate, load_base_model
 from ch05_pretrain.fallback import DATA_FILE, current_recipe, split_text
 
-from .targets import TeacherTargets, _positive, as_token_tensor
+from .targets import TeacherTargets, as_token_tensor
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,7 @@ def load_corpus(n_train_tokens: int | None = None) -> Corpus:
     train = torch.tensor(encode(train_text, allowed_special={"<|endoftext|>"}), dtype=torch.int64)
     val = torch.tensor(encode(val_text, allowed_special={"<|endoftext|>"}), dtype=torch.int64)
     if n_train_tokens is not None:
-        n_train_tokens = _positive("n_train_tokens", n_train_tokens, "tokens of training text")
+        n_train_tokens = positive_int("n_train_tokens", n_train_tokens, "tokens of training text")
         train = train[:n_train_tokens]
     return Corpus(train, val)
 
@@ -107,7 +108,7 @@ def teacher_generated_tokens(teacher: nn.Module, n_tokens: int, row_tokens: int 
     <|endoftext|> (a new story) and continue for `row_tokens` sampled tokens, joined into one
     stream (each row keeps its leading <|endoftext|>, so rows meet at a story boundary).
     This is the corpus of sequence-level distillation (Kim & Rush 2016)."""
-    n_tokens = _positive("n_tokens", n_tokens, "tokens to generate")
+    n_tokens = positive_int("n_tokens", n_tokens, "tokens to generate")
     device = next(teacher.parameters()).device
     generator = torch.Generator(device=device).manual_seed(seed)
     rows, made = [], 0

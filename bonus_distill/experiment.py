@@ -15,12 +15,12 @@ import torch
 from torch.utils.data import Dataset
 
 from ch02_data import GPTDataset
+from ch02_data.checks import positive_int
 from ch04_gpt import GPTConfig, GPTModel
 from ch05_pretrain import evaluate, fast_adamw, lm_loss, perplexity, train
 from ch05_pretrain.memory import PeakRSS
 
 from .data import windows_loader
-from .targets import _positive
 
 
 @dataclass
@@ -75,7 +75,7 @@ def train_student(
     held-out batches every `eval_every` steps (the curve; 4 batches of 16 x 128 tokens by
     default, so the curve costs little) and on all of them at the end (the result).
     """
-    steps = _positive("steps", steps, "optimizer steps")
+    steps = positive_int("steps", steps, "optimizer steps")
     torch.manual_seed(seed)
     student = GPTModel(cfg).set_fast_path(True).to(device)
     optimizer = fast_adamw(student.parameters(), lr=lr, weight_decay=0.1)

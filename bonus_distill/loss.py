@@ -25,24 +25,21 @@ does not depend on the sequence length.
 from __future__ import annotations
 
 import math
-import numbers
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ch02_data.checks import finite_number, number_in
 from ch05_pretrain import IGNORE_INDEX, NoTargetsError
 
 BATCH_KEYS = ("inputs", "targets", "teacher_ids", "teacher_logprobs")
 
 
 def _check_settings(temperature, alpha) -> None:
-    if not (isinstance(temperature, numbers.Real) and math.isfinite(temperature) and temperature > 0):
-        raise ValueError(f"temperature={temperature!r}; use a finite number > 0 (1 = the "
-                         "distributions as they are, 2 = softer)")
-    if not (isinstance(alpha, numbers.Real) and 0 <= alpha <= 1):
-        raise ValueError(f"alpha={alpha!r}; use a number in [0, 1] (the share of the "
-                         "distillation term; 0 = cross-entropy only)")
+    finite_number("temperature", temperature, 0, above=True,
+                  meaning="1 = the distributions as they are, 2 = softer")
+    number_in("alpha", alpha, 0, 1, meaning="the share of the distillation term; 0 = cross-entropy only")
 
 
 def teacher_probs(teacher_logprobs: torch.Tensor, temperature: float, sampled: bool) -> torch.Tensor:

@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
-import numbers
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -34,20 +32,12 @@ import torch
 import torch.nn as nn
 from tqdm import tqdm  # plain text bar: works in terminals, notebooks and CI logs
 
+from ch02_data.checks import finite_number, is_int, positive_int
+
 MAGIC = b"GPT-DISTILL-TARGETS v1\n"
 HEADER_BYTES = 4096
 FORMAT_NOTE = "ids uint16 (n_positions, k), then logprobs float16 (n_positions, k), row-major"
 PAD_LOGPROB = -65504.0  # float16's most negative finite value: an empty slot (sampled files)
-
-
-def _is_int(x) -> bool:
-    return isinstance(x, numbers.Integral) and not isinstance(x, bool)
-
-
-def _positive(name: str, value, what: str) -> int:
-    if not _is_int(value) or value < 1:
-        raise ValueError(f"{name}={value!r}; use an integer >= 1 ({what})")
-    return int(value)
 
 
 def as_token_tensor(token_ids) -> torch.Tensor:
@@ -115,7 +105,7 @@ def _check_layout(path: Path, h: dict) -> None:
     try:
         k, n, n_tokens, context = (h[key] for key in ("k", "n_positions", "n_tokens",
                                                        "context_length"))
-        consistent = (all(_is_int(v) and v >= 1 for v in (k, n, n_tokens, context))
+        consistent = (all(is_int(v) and v >= 1 for v in (k, n, n_tokens, context))
                       and h["format"] == FORMAT_NOTE and h["ids_dtype"] == "uint16"
                       and h["values_dtype"] == "float16" and h["bytes_per_position"] == 4 * k
                       and n == n_positions_for(n_tokens, context) and k <= h["vocab_size"])
@@ -184,11 +174,10 @@ def precompute_teacher(
     Returns:
         The header written, including bytes per position and the file's size.
     """
-    k = _positive("k", k, "the predictions stored per position")
-    context_length = _positive("context_length", context_length, "tokens per teacher window")
-    batch_size = _positive("batch_size", batch_size, "windows per forward pass")
-    if not (isinstance(temperature, numbers.Real) and math.isfinite(temperature) and temperature > 0):
-        raise ValueError(f"temperature={temperature!r}; use a finite number > 0")
+    k = positive_int("k", k, "the predictions stored per position")
+    context_length = positive_int("context_length", context_length, "tokens per teacher window")
+    batch_size = positive_int("batch_size", batch_size, "windows per forward pass")
+    finite_number("temperature", temperature, 0, above=True)
     ids = as_token_tensor(token_ids)
     vocab_size = int(getattr(getattr(model, "cfg", None), "vocab_size", 0)) or None
     if vocab_size is None:
@@ -295,7 +284,7 @@ class TeacherTargets:
                 f"{self.path} is {actual:,} bytes but its header (k={self.stored_k}, "
                 f"{self.n_positions:,} positions) needs {expected:,}: the file is truncated or "
                 "damaged; run precompute_teacher again")
-        self.k = self.stored_k if k is None else _positive("k", k, "the slots to use per position")
+        self.k = self.stored_k if k is None else positive_int("k", k, "the slots to use per position")
         if self.k > self.stored_k:
             raise ValueError(f"k={k}; {self.path.name} stores {self.stored_k} per position, so use "
                              f"at most {self.stored_k}")
@@ -329,7 +318,7 @@ class TeacherTargets:
         return self.n_positions
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        if not _is_int(i) or not -self.n_positions <= i < self.n_positions:
+        if not is_int(i) or not -self.n_positions <= i < self.n_positions:
             raise IndexError(f"position {i!r} is outside 0..{self.n_positions - 1}")
         self._check_still_whole()
         return (torch.from_numpy(self.ids[i].astype(np.int64)),

@@ -11,18 +11,16 @@ from .data import (
     split_preference,
 )
 from .dpo import (
-    METRIC_NAMES,
     DPOLoss,
     dpo_loss,
-    dpo_metrics,
     freeze,
     pair_logprobs,
     policy_and_reference,
     precompute_reference_logps,
-    preference_stats,
     sequence_logprobs,
     sequence_logprobs_from_hidden,
 )
+from .metrics import METRIC_NAMES, dpo_metrics, preference_stats
 from .synth import TONES, make_preference_pairs, rewrite_prompt
 
 __all__ = [

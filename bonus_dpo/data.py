@@ -17,7 +17,6 @@ text it was trained on.
 from __future__ import annotations
 
 import json
-import numbers
 from collections.abc import Sequence
 from functools import partial
 
@@ -25,6 +24,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ch02_data import EOT_ID, fetch, gpt2_encoding, seeded_loader
+from ch02_data.checks import int_at_least, is_int
 from ch07_instruct import STYLES, format_prompt, split_entries
 
 DATA_NAME = "instruction-data-with-preference.json"  # a key of ch02_data.SOURCES (sha256 pinned)
@@ -81,14 +81,9 @@ def split_preference(
 # --- Tokenized data set -----------------------------------------------------------------------
 
 
-def _is_int(x) -> bool:
-    return isinstance(x, numbers.Integral) and not isinstance(x, bool)
-
-
 def _check_max_length(max_length) -> None:
-    if max_length is not None and not (_is_int(max_length) and max_length >= 2):
-        raise ValueError(f"max_length={max_length!r}; use an integer >= 2 (a prompt token and a "
-                         "response token) or None")
+    int_at_least("max_length", max_length, 2, "a prompt token and a response token",
+                 none_means="no limit")
 
 
 def encode_preference(entry: dict, tokenizer=None, style: str = "alpaca") -> dict:
@@ -187,7 +182,7 @@ def _check_pair_item(item, i: int) -> None:
     for key in keys:
         ids = item[key]
         if isinstance(ids, (str, bytes)) or not isinstance(ids, (Sequence, torch.Tensor)) \
-                or not all(_is_int(t) or isinstance(t, torch.Tensor) and t.dim() == 0 for t in ids):
+                or not all(is_int(t) or isinstance(t, torch.Tensor) and t.dim() == 0 for t in ids):
             raise ValueError(f"items[{i}][{key!r}] is {ids!r:.60}; use a list of int token ids "
                              "(encode the text first: PreferenceDataset does)")
 

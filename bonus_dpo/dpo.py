@@ -1,4 +1,4 @@
-"""Direct Preference Optimization (Rafailov et al. 2023): the loss, its pieces, and metrics.
+"""Direct Preference Optimization (Rafailov et al. 2023): the loss and its pieces (metrics.py: its statistics).
 
 DPO tunes a language model (the *policy* pi) on pairs (prompt x, chosen y_w, rejected y_l)
 without a separate reward model and without sampling. It compares the policy with a frozen copy
@@ -22,20 +22,19 @@ from __future__ import annotations
 
 import copy
 import math
-import numbers
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from ch02_data import EOT_ID
+from ch02_data.checks import finite_number, positive_int
 from ch05_pretrain import NoTargetsError, move_to_device, unwrap
 
-from .data import REF_KEYS, _check_max_length, _is_int, _pairs
+from .data import REF_KEYS, _check_max_length, _pairs
 
 BATCH_KEYS = ("chosen", "rejected", "chosen_mask", "rejected_mask")
-METRIC_NAMES = ("margin", "pref_acc", "chosen_reward", "rejected_reward")
 
 
 # --- Log-probabilities of responses -----------------------------------------------------------
@@ -133,8 +132,7 @@ def pair_logprobs(model: nn.Module, batch: dict, average: bool = False,
 
 
 def _check_beta(beta) -> None:
-    if isinstance(beta, bool) or not isinstance(beta, numbers.Real) or not 0 < beta < math.inf:
-        raise ValueError(f"beta={beta!r}; use a finite number > 0 (the paper and the book use 0.1)")
+    finite_number("beta", beta, 0, above=True, meaning="the paper and the book use 0.1")
 
 
 def dpo_loss(
@@ -316,8 +314,7 @@ def precompute_reference_logps(reference_model: nn.Module, dataset: Sequence[dic
     log-prob depends only on the tokens before it (causal attention), so neither the batch it
     is scored in nor the padding changes it. Pairs collate would drop get nan (never read).
     """
-    if not (_is_int(batch_size) and batch_size >= 1):
-        raise ValueError(f"batch_size={batch_size!r}; use a positive integer")
+    positive_int("batch_size", batch_size)
     _check_max_length(max_length)
     reference = freeze(reference_model)
     device = next(reference.parameters()).device
@@ -331,94 +328,3 @@ def precompute_reference_logps(reference_model: nn.Module, dataset: Sequence[dic
             chosen[keep], rejected[keep] = logps[0].cpu(), logps[1].cpu()
         for item, c, r in zip(items, chosen.tolist(), rejected.tolist()):
             item.update(ref_chosen_logp=c, ref_rejected_logp=r, ref_max_length=max_length)
-
-
-# --- Metrics ----------------------------------------------------------------------------------
-
-
-@torch.no_grad()
-def preference_stats(model: nn.Module, loader: Iterable, reference_model: nn.Module | None = None,
-                     beta: float = 0.1, average: bool = False,
-                     max_batches: int | None = None, fast: bool = False) -> dict[str, float]:
-    """DPO statistics over the first `max_batches` batches of `loader` (None: all), per pair:
-
-        "loss":            mean DPO loss
-        "margin":          mean of chosen_reward - rejected_reward
-        "pref_acc":        share of pairs with chosen_reward > rejected_reward (strictly: at
-                           the start, when policy = reference, every reward is 0 and it is 0)
-        "chosen_reward", "rejected_reward": their means
-        "pairs":           the number of pairs looked at
-
-    The model runs in eval mode without gradients; its train/eval mode is restored afterwards.
-    Batches are moved to the model's device. Batches with no pair left (B = 0) are skipped.
-    """
-    if max_batches is not None and not (_is_int(max_batches) and max_batches >= 1):
-        raise ValueError(f"max_batches={max_batches!r}; use None (all batches) or an integer >= 1")
-    loss_fn = DPOLoss(reference_model, beta, average, fast)
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    sums = torch.zeros(5, dtype=torch.float64, device=device)  # loss, margin, acc, chosen, rejected
-    pairs = 0
-    try:
-        for i, batch in enumerate(loader):
-            if max_batches is not None and i >= max_batches:
-                break
-            batch = move_to_device(batch, device)
-            n = batch["chosen"].shape[0]
-            if n == 0:
-                continue
-            loss, chosen, rejected = loss_fn.terms(model, batch)
-            margin = chosen - rejected
-            sums += torch.stack([loss * n, margin.sum(), (margin > 0).sum(), chosen.sum(),
-                                 rejected.sum()]).double()
-            pairs += n
-    finally:
-        model.train(was_training)
-    if pairs == 0:
-        raise NoTargetsError("the batches looked at hold no preference pair (none, or all "
-                             "dropped), so there are no statistics to compute")
-    loss, margin, acc, chosen, rejected = (sums / pairs).tolist()
-    return {"loss": loss, "margin": margin, "pref_acc": acc, "chosen_reward": chosen,
-            "rejected_reward": rejected, "pairs": pairs}
-
-
-def _weights_fingerprint(model: nn.Module) -> list[float]:
-    """One sum per trainable parameter tensor (all tensors if none trains): any optimizer step
-    changes it, and it costs far less than a forward pass."""
-    params = [p for p in model.parameters() if p.requires_grad] or list(model.parameters())
-    return torch.stack([p.detach().float().sum() for p in params]).tolist()
-
-
-def dpo_metrics(reference_model: nn.Module | None = None, beta: float = 0.1, average: bool = False,
-                max_batches: int | None = None,
-                fast: bool = False) -> dict[str, Callable[[nn.Module, Iterable], float]]:
-    """Metrics for `train(metrics=...)`: {"margin", "pref_acc", "chosen_reward",
-    "rejected_reward"} -> fn(model, loader) -> float, as in `preference_stats`.
-
-    `train` records them as "val_<name>" and "train_<name>". The four share one pass over the
-    loader: the statistics are cached per (model, loader) together with a fingerprint of the
-    model's weights, and recomputed as soon as the weights have changed. Use the same beta and
-    average as the `DPOLoss`, and a small `max_batches`: each pass runs policy and reference.
-    """
-    _check_beta(beta)
-    if max_batches is not None and not (_is_int(max_batches) and max_batches >= 1):
-        raise ValueError(f"max_batches={max_batches!r}; use None (all batches) or an integer >= 1")
-    if reference_model is not None:
-        freeze(reference_model)
-    cache: dict[tuple[int, int], tuple[list[float], dict]] = {}
-
-    def stats(model: nn.Module, loader: Iterable) -> dict:
-        key, fingerprint = (id(model), id(loader)), _weights_fingerprint(model)
-        if key not in cache or cache[key][0] != fingerprint:
-            cache[key] = (fingerprint, preference_stats(model, loader, reference_model, beta,
-                                                        average, max_batches, fast))
-        return cache[key][1]
-
-    def metric(name: str) -> Callable[[nn.Module, Iterable], float]:
-        def fn(model: nn.Module, loader: Iterable) -> float:
-            return stats(model, loader)[name]
-        fn.__name__ = name
-        return fn
-
-    return {name: metric(name) for name in METRIC_NAMES}

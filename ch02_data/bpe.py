@@ -23,6 +23,8 @@ from typing import Literal
 
 import regex  # the `regex` package: `re` has no \p{L} (letter) or \p{N} (number) classes
 
+from .checks import int_at_least
+
 # GPT-2's pre-tokenizer (openai/gpt-2, src/encoder.py): English contractions, then runs of
 # letters, of digits, or of other symbols, each with at most one leading space, then
 # whitespace. "\s+(?!\S)" leaves the last space of a run to start the next word.
@@ -136,10 +138,8 @@ class BPETokenizer:
             raise ValueError(f"special_tokens lists {repeated} more than once; give each special "
                              "token once (each gets one id)")
         smallest = 256 + len(special_tokens)  # the single bytes and the special tokens
-        if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < smallest:
-            raise ValueError(
-                f"vocab_size={vocab_size!r}; use an int >= {smallest} (256 bytes + {len(special_tokens)} special tokens)"
-            )
+        vocab_size = int_at_least("vocab_size", vocab_size, smallest,
+                                  f"256 bytes + {len(special_tokens)} special tokens")
         n_merges = vocab_size - smallest
         pattern = regex.compile(GPT2_PATTERN)
         segments = regex.split("|".join(map(regex.escape, special_tokens)), text) if special_tokens else [text]

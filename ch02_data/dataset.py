@@ -9,13 +9,13 @@ its shuffle depends only on (seed, epoch).
 from __future__ import annotations
 
 import numbers
-import operator
 import os
 from collections.abc import Callable, Iterator, Sequence
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from .checks import int_at_least, positive_int
 from .encoding import gpt2_encoding
 
 
@@ -38,8 +38,8 @@ class GPTDataset(Dataset):
         max_length: int = 256,
         stride: int = 128,
     ):
-        max_length = _positive_int("max_length", max_length, "the tokens per window")
-        stride = _positive_int("stride", stride, "the tokens between the starts of two windows")
+        max_length = positive_int("max_length", max_length, "the tokens per window")
+        stride = positive_int("stride", stride, "the tokens between the starts of two windows")
         if isinstance(text_or_ids, str):
             tokenizer = tokenizer or gpt2_encoding()
             try:
@@ -78,16 +78,14 @@ class SeededSampler(Sampler[int]):
     """
 
     def __init__(self, n: int, seed: int, shuffle: bool = True):
-        self.n = n if n == 0 else _positive_int("n", n, "the number of items")  # an empty dataset has none
+        self.n = n if n == 0 else positive_int("n", n, "the number of items")  # an empty dataset has none
         self.seed = _seed(seed)
         self.shuffle = shuffle
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
         """Make the next pass epoch `epoch`'s order (an int >= 0)."""
-        if isinstance(epoch, bool) or not isinstance(epoch, numbers.Integral) or epoch < 0:
-            raise ValueError(f"epoch={epoch!r}; use an int >= 0")
-        self.epoch = int(epoch)
+        self.epoch = int_at_least("epoch", epoch, 0)
 
     def order(self, epoch: int) -> list[int]:
         """The indices of epoch `epoch`, in the order a pass of that epoch yields them."""
@@ -128,7 +126,7 @@ def seeded_loader(
     the dataset's order. collate_fn: list of items -> batch (None: PyTorch's default stacking).
     num_workers=0 loads in the main process (workers break notebooks on macOS and Windows).
     """
-    batch_size = _positive_int("batch_size", batch_size, "the items per batch")
+    batch_size = positive_int("batch_size", batch_size, "the items per batch")
     if collate_fn is not None and not callable(collate_fn):
         raise TypeError(f"collate_fn is {type(collate_fn).__name__}; give a function from a list "
                         "of items to a batch, or None for PyTorch's default")
@@ -163,7 +161,7 @@ def create_dataloader(
     state once, here, so call torch.manual_seed first for a reproducible shuffle.
     num_workers must stay 0 (workers break notebooks on macOS and Windows).
     """
-    batch_size = _positive_int("batch_size", batch_size, "the windows per batch")
+    batch_size = positive_int("batch_size", batch_size, "the windows per batch")
     if num_workers != 0:
         raise ValueError(f"num_workers={num_workers!r}; use 0 (the batches are loaded in the main "
                          "process, as worker processes break notebooks on macOS and Windows)")
@@ -182,17 +180,6 @@ def _seed(seed: object) -> int:
         raise ValueError(f"seed={seed!r}; use an int in [0, 2**63), or None for one drawn from "
                          "torch's global random state")
     return int(seed)
-
-
-def _positive_int(name: str, value: object, meaning: str) -> int:
-    """`value` as an int >= 1, else a ValueError (a float or None would fail later, less clearly)."""
-    try:
-        number = operator.index(value)  # ints, numpy ints; not floats, not None
-    except TypeError:
-        number = 0
-    if isinstance(value, bool) or number < 1:
-        raise ValueError(f"{name}={value!r}; use an int >= 1 ({meaning})")
-    return number
 
 
 def _as_token_ids(ids: object) -> torch.Tensor:

@@ -27,6 +27,8 @@ from pathlib import Path
 
 from tqdm import tqdm  # plain text bar: works in terminals and notebooks alike
 
+from .checks import int_at_least
+
 try:
     import fcntl  # POSIX file locks, which the OS releases when a process dies, even when killed
 except ImportError:  # Windows
@@ -285,8 +287,7 @@ def download(
     urls = [url] if isinstance(url, str) else list(url)
     if not urls or not all(isinstance(u, str) for u in urls):
         raise ValueError(f"url={url!r}; give a URL, or a list of URLs serving the same file")
-    if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
-        raise ValueError(f"retries={retries!r}; use an int >= 0 (0: one try per URL)")
+    int_at_least("retries", retries, 0, "0: one try per URL")
     if unpack is not None and not callable(unpack):
         raise ValueError(f"unpack={unpack!r}; give a function unpack(packed, out), or None")
     if packed_name is not None and unpack is None:

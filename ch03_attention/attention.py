@@ -12,11 +12,12 @@ Tests check that both give the same outputs and gradients.
 from __future__ import annotations
 
 import math
-from numbers import Integral
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from ch02_data.checks import number_in, positive_int
 
 
 class KVCache:
@@ -29,8 +30,7 @@ class KVCache:
     """
 
     def __init__(self, max_len: int):
-        if isinstance(max_len, bool) or not isinstance(max_len, Integral) or max_len < 1:
-            raise ValueError(f"max_len={max_len!r}; use an int >= 1 (the most tokens the cache holds)")
+        positive_int("max_len", max_len, "the most tokens the cache holds")
         self.max_len = max_len
         self.k: torch.Tensor | None = None
         self.v: torch.Tensor | None = None
@@ -89,10 +89,8 @@ class MultiHeadAttention(nn.Module):
         super().__init__()
         for name, value in [("d_in", d_in), ("d_out", d_out), ("context_length", context_length),
                             ("num_heads", num_heads)]:
-            if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
-                raise ValueError(f"{name}={value!r}; use an int >= 1")
-        if not 0.0 <= dropout < 1.0:  # also refuses NaN
-            raise ValueError(f"dropout={dropout!r}; use a probability in [0, 1)")
+            positive_int(name, value)
+        number_in("dropout", dropout, 0, 1, closed="[)", meaning="a probability")
         if d_out % num_heads != 0:
             raise ValueError(f"d_out ({d_out}) must be divisible by num_heads ({num_heads})")
         self.d_out = d_out

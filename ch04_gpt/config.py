@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields, replace
-from numbers import Integral, Real
+
+from ch02_data.checks import number_in, positive_int
 
 
 @dataclass(frozen=True)
@@ -25,12 +26,9 @@ class GPTConfig:
     def __post_init__(self):
         # Sizes first: n_heads=0 would otherwise surface as a ZeroDivisionError below.
         for name in ("vocab_size", "context_length", "emb_dim", "n_heads", "n_layers"):
-            _check_positive_int(name, getattr(self, name))
-        if self.ff_hidden_dim is not None:
-            _check_positive_int("ff_hidden_dim", self.ff_hidden_dim, " (or None for the default width)")
-        p = self.drop_rate
-        if isinstance(p, bool) or not isinstance(p, Real) or not 0 <= p < 1:  # NaN fails too
-            raise ValueError(f"drop_rate={p!r}; use a probability in [0, 1)")
+            positive_int(name, getattr(self, name))
+        positive_int("ff_hidden_dim", self.ff_hidden_dim, none_means="the default width")
+        number_in("drop_rate", self.drop_rate, 0, 1, closed="[)", meaning="a probability")
         if self.emb_dim % self.n_heads:
             raise ValueError(f"emb_dim {self.emb_dim} is not divisible by n_heads {self.n_heads}")
         for name, allowed in [
@@ -57,12 +55,6 @@ class GPTConfig:
     def replace(self, **changes) -> "GPTConfig":
         """A copy with some fields changed, e.g. `GPT_CONFIGS["gpt2"].replace(context_length=256)`."""
         return replace(self, **changes)
-
-
-def _check_positive_int(name: str, value, alternative: str = "") -> None:
-    """One sentence for a size that is not a positive int (bools are ints to Python, not here)."""
-    if isinstance(value, bool) or not isinstance(value, Integral) or value < 1:
-        raise ValueError(f"{name}={value!r}; use an int >= 1{alternative}")
 
 
 # The four released GPT-2 sizes (Radford et al. 2019, Table 2; Hugging Face's config.json files).

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from ch02_data.checks import int_at_least, positive_int
+
 
 @torch.no_grad()
 def generate_text_simple(
@@ -17,10 +19,8 @@ def generate_text_simple(
     inf raise a ValueError: argmax would otherwise pick a meaningless token (0 for all-NaN).
     The model runs in eval mode (no dropout, so greedy is deterministic); its mode is restored.
     """
-    if not isinstance(context_size, int) or context_size < 1:  # idx[:, -0:] would be everything
-        raise ValueError(f"context_size={context_size!r}; use an int >= 1 (the model's context_length)")
-    if not isinstance(max_new_tokens, int) or max_new_tokens < 0:
-        raise ValueError(f"max_new_tokens={max_new_tokens!r}; use an int >= 0")
+    positive_int("context_size", context_size, "the model's context_length")  # idx[:, -0:] is all
+    int_at_least("max_new_tokens", max_new_tokens, 0)
     if not isinstance(idx, torch.Tensor) or idx.dim() != 2 or idx.dtype.is_floating_point:
         got = f"shape {tuple(idx.shape)}, {idx.dtype}" if isinstance(idx, torch.Tensor) else type(idx).__name__
         raise ValueError(f"idx has {got}; use an integer tensor of token ids of shape (B, T), "

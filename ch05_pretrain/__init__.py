@@ -7,7 +7,9 @@ from .generate import apply_temperature, generate, sample_next_token, top_k_filt
 from .gpt2_hub import GPT2_DIR_ENV, GPT2_HUB, GPT2_SIZES, GPT2Unavailable, sizes_in_gpt2_dir
 from .gpt2_weights import iter_safetensors, load_gpt2
 from .losses import IGNORE_INDEX, NoTargetsError, evaluate, lm_loss, perplexity
-from .train import History, lr_factor, train
+from .history import History
+from .train import lr_factor, train
+from .finetune import Recipe, fine_tune, recipe_for
 from .fallback import get_fallback_model  # noqa: E402  (after train: fallback imports it)
 from .base_model import BaseModel, RunCost, load_base_model, run_cost  # noqa: E402
 
@@ -22,12 +24,14 @@ __all__ = [
     "RunCost",
     "IGNORE_INDEX",
     "History",
+    "Recipe",
     "NoTargetsError",
     "apply_temperature",
     "autocast",
     "check_checkpoint_path",
     "chunked_lm_loss",
     "evaluate",
+    "fine_tune",
     "generate",
     "get_device",
     "get_fallback_model",
@@ -42,6 +46,7 @@ __all__ = [
     "maybe_compile",
     "move_to_device",
     "perplexity",
+    "recipe_for",
     "run_cost",
     "sizes_in_gpt2_dir",
     "sample_next_token",

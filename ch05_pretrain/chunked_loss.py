@@ -28,10 +28,11 @@ This is an option, not the default: the model still returns logits from `forward
 
 from __future__ import annotations
 
-import numbers
 
 import torch
 import torch.nn as nn
+
+from ch02_data.checks import positive_int
 
 from .device import unwrap
 from .losses import IGNORE_INDEX, NoTargetsError, split_lm_batch
@@ -47,9 +48,7 @@ COLUMN_LAYOUT_DEVICES = ("cpu",)
 
 
 def _check_chunk_size(chunk_size) -> None:
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, numbers.Integral) or chunk_size < 1:
-        raise ValueError(f"chunk_size={chunk_size!r}; use an integer >= 1 (rows of logits computed "
-                         f"at once, e.g. {DEFAULT_CHUNK_SIZE})")
+    positive_int("chunk_size", chunk_size, f"rows of logits computed at once, e.g. {DEFAULT_CHUNK_SIZE}")
 
 
 def _counted_rows(targets: torch.Tensor, V: int) -> tuple[torch.Tensor | None, torch.Tensor]:

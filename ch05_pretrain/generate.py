@@ -11,20 +11,19 @@ sequence at every step. `generate` adds the two things every real decoder has:
 
 from __future__ import annotations
 
-import math
-from numbers import Integral, Real
 
 import torch
 import torch.nn as nn
+
+from ch02_data.checks import finite_number, int_at_least, is_int, number_in, positive_int
 
 _F32 = torch.finfo(torch.float32)
 
 
 def apply_temperature(logits: torch.Tensor, temperature: float) -> torch.Tensor:
     """Divide logits (..., V) by `temperature` > 0: below 1 sharpens the distribution, above 1 flattens it."""
-    if not _is_real(temperature) or not 0 < temperature < math.inf:
-        raise ValueError(f"temperature={temperature!r}; apply_temperature needs a finite number > 0 "
-                         "(temperature 0 means greedy: take the argmax instead)")
+    finite_number("temperature", temperature, 0, above=True,
+                  meaning="temperature 0 means greedy: take the argmax instead")
     return logits / temperature
 
 
@@ -33,8 +32,7 @@ def top_k_filter(logits: torch.Tensor, k: int) -> torch.Tensor:
 
     Exactly k survive even when several logits tie at the k-th value (ties go to the lower index).
     """
-    if not _is_int(k) or k < 1:
-        raise ValueError(f"k={k!r}; use an int >= 1")
+    positive_int("k", k)
     k = min(k, logits.size(-1))
     top = logits.topk(k, dim=-1).indices  # (..., k)
     keep = torch.zeros_like(logits, dtype=torch.bool).scatter_(-1, top, True)  # (..., V)
@@ -47,8 +45,7 @@ def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
     Keep the smallest set of most likely tokens whose probabilities sum to at least `p`; the
     most likely token is always kept. The others get -inf.
     """
-    if not _is_real(p) or not 0.0 < p <= 1.0:  # NaN fails too
-        raise ValueError(f"p={p!r}; use a number in (0, 1]")
+    number_in("p", p, 0, 1, closed="(]")
     if p == 1.0:
         return logits  # everything is kept; skip the sort (and rounding in a long cumsum)
     sorted_logits, order = logits.sort(dim=-1, descending=True)  # (..., V) each
@@ -107,21 +104,10 @@ def _sample(logits: torch.Tensor, temperature: float, top_k: int | None, top_p: 
     return torch.multinomial(probs, num_samples=1, generator=generator)  # (B, 1)
 
 
-def _is_int(x) -> bool:
-    return isinstance(x, Integral) and not isinstance(x, bool)
-
-
-def _is_real(x) -> bool:
-    return isinstance(x, Real) and not isinstance(x, bool)
-
-
 def _check_sampling(temperature: float, top_k: int | None, top_p: float | None) -> None:
-    if not _is_real(temperature) or not 0 <= temperature < math.inf:  # NaN fails too
-        raise ValueError(f"temperature={temperature!r}; use a finite number >= 0 (0 means greedy)")
-    if top_k is not None and (not _is_int(top_k) or top_k < 1):
-        raise ValueError(f"top_k={top_k!r}; use an int >= 1, or None to keep every token")
-    if top_p is not None and (not _is_real(top_p) or not 0 < top_p <= 1):
-        raise ValueError(f"top_p={top_p!r}; use a number in (0, 1], or None to keep every token")
+    finite_number("temperature", temperature, 0, meaning="0 means greedy")
+    positive_int("top_k", top_k, none_means="every token kept")
+    number_in("top_p", top_p, 0, 1, closed="(]", none_means="every token kept")
 
 
 def _check_logits(logits: torch.Tensor, step: int | None = None) -> None:
@@ -149,16 +135,15 @@ def _check_args(model: nn.Module, idx: torch.Tensor, max_new_tokens: int, contex
         hint = "; add a batch dimension with idx.unsqueeze(0)" if idx.dim() == 1 else ""
         raise ValueError(f"idx must be a (B, T) int64 tensor with T >= 1, got {tuple(idx.shape)} "
                          f"{idx.dtype}{hint}")
-    if not _is_int(max_new_tokens) or max_new_tokens < 0:
-        raise ValueError(f"max_new_tokens={max_new_tokens!r}; use an int >= 0")
+    int_at_least("max_new_tokens", max_new_tokens, 0)
     n_ctx = model.cfg.context_length
-    if not _is_int(context_size) or not 1 <= context_size <= n_ctx:
-        raise ValueError(f"context_size={context_size!r}; use an int in [1, {n_ctx}], the model's "
+    if not is_int(context_size) or not 1 <= context_size <= n_ctx:
+        raise ValueError(f"context_size={context_size!r}; use an integer in [1, {n_ctx}], the model's "
                          "context_length (it has no position embeddings beyond), or None for all of it")
     _check_sampling(temperature, top_k, top_p)
     if eos_id is not None:
         V = getattr(model.cfg, "vocab_size", None)
-        if not _is_int(eos_id) or eos_id < 0 or (V is not None and eos_id >= V):
+        if not is_int(eos_id) or eos_id < 0 or (V is not None and eos_id >= V):
             # An id the model never emits would never stop a row; a negative one would pad with garbage.
             allowed = f"a token id in [0, {V - 1}]" if V is not None else "a token id >= 0"
             raise ValueError(f"eos_id={eos_id!r}; use {allowed}, or None")

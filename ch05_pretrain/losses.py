@@ -7,12 +7,16 @@ chapter 7 (instruction tuning) reuse the same loop with their own loss or collat
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from ch02_data.checks import positive_int
 
 from .device import autocast, move_to_device
 
@@ -75,6 +79,31 @@ def lm_loss(model: nn.Module, batch) -> torch.Tensor:
     )
 
 
+@contextlib.contextmanager
+def evaluation_batches(model: nn.Module, loader: Iterable, max_batches: int | None = None,
+                       device: torch.device | str | None = None) -> Iterator[Iterator]:
+    """The loop every evaluation shares: `with evaluation_batches(...) as batches:` puts the model
+    in eval mode (no dropout) and gives the first `max_batches` batches of `loader` (None: all),
+    moved to `device` (default: the model's); the model's train/eval mode is restored on exit.
+    Reading a training loader never moves its order: a seeded loader's epoch
+    (`ch02_data.SeededSampler`) is put back on exit, so a later training pass sees the batches it
+    would have seen without the evaluation.
+    `evaluate`, chapter 6's `accuracy` and the DPO bonus's `preference_stats` use it."""
+    positive_int("max_batches", max_batches, none_means="all batches")
+    if device is None:
+        device = next(model.parameters()).device
+    was_training = model.training
+    sampler = getattr(loader, "sampler", None)
+    epoch = getattr(sampler, "epoch", None)
+    model.eval()
+    try:
+        yield (move_to_device(batch, device) for batch in itertools.islice(loader, max_batches))
+    finally:
+        model.train(was_training)
+        if isinstance(epoch, int):
+            sampler.epoch = epoch
+
+
 @torch.no_grad()
 def evaluate(
     model: nn.Module,
@@ -96,32 +125,19 @@ def evaluate(
     Raises:
         NoTargetsError: when every batch looked at was left out, rather than returning nan.
     """
-    if max_batches is not None and max_batches < 1:
-        raise ValueError(f"max_batches={max_batches!r}; use an integer >= 1, or None for all "
-                         "batches")
     if device is None:
         device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    sampler = getattr(loader, "sampler", None)
-    epoch = getattr(sampler, "epoch", None)
     total, n, skipped = 0.0, 0, 0
-    try:
-        for i, batch in enumerate(loader):
-            if max_batches is not None and i >= max_batches:
-                break
+    with evaluation_batches(model, loader, max_batches, device) as batches:
+        for batch in batches:
             try:
                 with autocast(device, autocast_dtype):
-                    loss = loss_fn(model, move_to_device(batch, device))
+                    loss = loss_fn(model, batch)
             except NoTargetsError:
                 skipped += 1
                 continue
             total += loss.item()
             n += 1
-    finally:
-        model.train(was_training)
-        if isinstance(epoch, int):
-            sampler.epoch = epoch
     if skipped and not n:
         raise NoTargetsError(
             f"none of the {skipped} evaluated batches has a counted target (every target is "

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import math
 import os
 import time
 from collections.abc import Callable
@@ -37,6 +36,7 @@ from ch02_data import SOURCES, GPTDataset, fetch
 from ch04_gpt import GPT_CONFIGS, GPTConfig, GPTModel
 
 from .checkpoint import check_checkpoint_path
+from .ddp_args import parse_args
 from .device import fast_adamw, get_device, maybe_compile, unwrap
 from .losses import lm_loss
 from .train import train
@@ -200,16 +200,10 @@ def main(args: argparse.Namespace) -> dict:
             dist.destroy_process_group()
 
 
-def _run(args: argparse.Namespace, ranks: Ranks) -> dict:
-    if args.batch_size % ranks.world_size:
-        raise ValueError(f"--batch-size {args.batch_size} must divide evenly over "
-                         f"{ranks.world_size} ranks")
-    per_rank_batch = args.batch_size // ranks.world_size
-    cfg = model_config(args)
-
-    # Rank 0 checks the output paths (now, not after the last step) and downloads the data set.
-    # The others wait for its verdict, so on a bad path every rank stops with the same message
-    # instead of waiting for rank 0 until a timeout.
+def _read_text(args: argparse.Namespace, ranks: Ranks) -> str:
+    """The training text, on every rank. Rank 0 checks the output paths (now, not after the last
+    step) and downloads the data set; the others wait for its verdict, so on a bad path every
+    rank stops with the same message instead of waiting for rank 0 until a timeout."""
     error = None
     if ranks.is_main:
         try:
@@ -226,13 +220,15 @@ def _run(args: argparse.Namespace, ranks: Ranks) -> dict:
         raise error
     path = data_path(args.data)  # verified and in place now, on every rank
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except UnicodeDecodeError as e:
         raise ValueError(f"--data {args.data!r} is not UTF-8 text (byte {e.start}); give a "
                          f"text file") from None
-    train_loader, val_loader = build_loaders(text, cfg.context_length, per_rank_batch,
-                                             args.val_fraction, args.seed, ranks)
 
+
+def _build_model(args: argparse.Namespace, cfg: GPTConfig, ranks: Ranks):
+    """(model, optimizer, loss_fn): the model wrapped in DDP when distributed (and compiled when
+    asked), AdamW, and the loss averaged over the ranks."""
     # The same seed on every rank gives the same initial weights (and DDP copies rank 0's anyway).
     torch.manual_seed(args.seed)
     model = GPTModel(cfg).to(ranks.device)
@@ -244,27 +240,13 @@ def _run(args: argparse.Namespace, ranks: Ranks) -> dict:
             model, device_ids=[ranks.device.index] if ranks.device.type == "cuda" else None)
         loss_fn = mean_over_ranks(lm_loss)
     model = maybe_compile(model, args.compile)  # compile the DDP module, as PyTorch recommends
+    return model, optimizer, loss_fn
 
-    if ranks.is_main:
-        n_params = sum(p.numel() for p in unwrap(model).parameters())
-        print(f"{ranks.world_size} rank(s) x batch {per_rank_batch} x {args.grad_accum} "
-              f"accumulation = {args.batch_size * args.grad_accum} sequences of "
-              f"{cfg.context_length} tokens per step; {n_params:,} parameters; "
-              f"{len(train_loader)} batches per rank per epoch")
-    t0 = time.perf_counter()
-    history = train(
-        model, optimizer, train_loader, loss_fn,
-        val_loader=val_loader, max_steps=args.steps, eval_every=args.eval_every,
-        eval_batches=args.eval_batches, grad_accum_steps=args.grad_accum,
-        warmup_steps=args.warmup_steps, checkpoint_every=args.checkpoint_every,
-        checkpoint_path=args.checkpoint, resume=args.resume, device=ranks.device,
-        autocast_dtype=torch.bfloat16 if args.dtype == "bf16" else None,
-        progress=ranks.is_main,  # one progress bar, not N interleaved ones
-        seed=args.seed + ranks.rank,  # dropout masks differ across ranks, as across batches
-    )
-    wall_s = time.perf_counter() - t0
 
-    # Every rank hashes its weights; rank 0 collects the hashes to show the copies agree.
+def _summarize(args: argparse.Namespace, ranks: Ranks, cfg: GPTConfig, model: nn.Module,
+               history, per_rank_batch: int, wall_s: float) -> dict:
+    """The run's summary (printed and written to --out by rank 0). Every rank hashes its
+    weights; rank 0 collects the hashes to show the copies agree."""
     fingerprints = [weights_fingerprint(model)]
     if dist.is_initialized():
         fingerprints = [None] * ranks.world_size
@@ -285,80 +267,33 @@ def _run(args: argparse.Namespace, ranks: Ranks) -> dict:
     return summary
 
 
-def _checked(convert: Callable[[str], float], ok: Callable[[float], bool], allowed: str):
-    """An argparse `type`: `convert` the text, and refuse it unless `ok(value)`.
-
-    argparse prefixes the message with the argument's name, so a mistake reads, in one sentence,
-    "argument --val-fraction: got 1.5; use a number strictly between 0 and 1 ...".
-    """
-
-    def parse(text: str):
-        try:
-            value = convert(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"got {text!r}; use {allowed}") from None
-        if not ok(value):
-            raise argparse.ArgumentTypeError(f"got {text}; use {allowed}")
-        return value
-
-    return parse
-
-
-POSITIVE_INT = _checked(int, lambda v: v >= 1, "a whole number >= 1")
-COUNT = _checked(int, lambda v: v >= 0, "a whole number >= 0")
-POSITIVE_FLOAT = _checked(float, lambda v: math.isfinite(v) and v > 0, "a finite number > 0")
-NONNEGATIVE_FLOAT = _checked(float, lambda v: math.isfinite(v) and v >= 0,
-                             "a finite number >= 0")
-# Well inside the 64 bits a torch generator takes, since seed + rank + epoch seeds them.
-SEED = _checked(int, lambda v: 0 <= v < 2**32, "a whole number from 0 to 2**32 - 1")
-DROP_RATE = _checked(float, lambda v: 0 <= v < 1, "a probability from 0 up to (not including) 1")
-VAL_FRACTION = _checked(float, lambda v: 0 < v < 1,
-                        "a number strictly between 0 and 1, the share of the text held out")
-
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """The command line; a value no run could use is refused here, in one sentence, not later."""
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--data", default="the-verdict.txt",
-                   help="a text file, or a name from ch02_data.SOURCES (downloaded by rank 0)")
-    p.add_argument("--preset", default="gpt2", choices=sorted(GPT_CONFIGS),
-                   help="model preset; the size flags below override its fields")
-    p.add_argument("--n-layers", type=POSITIVE_INT)
-    p.add_argument("--emb-dim", type=POSITIVE_INT)
-    p.add_argument("--n-heads", type=POSITIVE_INT)
-    p.add_argument("--context", type=POSITIVE_INT, default=256, help="context length in tokens")
-    p.add_argument("--drop-rate", type=DROP_RATE)
-    p.add_argument("--batch-size", type=POSITIVE_INT, default=8,
-                   help="global micro-batch in sequences, split evenly over the ranks")
-    p.add_argument("--grad-accum", type=POSITIVE_INT, default=1,
-                   help="micro-batches per optimizer step")
-    p.add_argument("--lr", type=POSITIVE_FLOAT, default=4e-4)
-    p.add_argument("--weight-decay", type=NONNEGATIVE_FLOAT, default=0.1)
-    p.add_argument("--warmup-steps", type=COUNT, default=0)
-    p.add_argument("--steps", type=POSITIVE_INT, default=100, help="optimizer steps")
-    p.add_argument("--eval-every", type=POSITIVE_INT, default=10)
-    p.add_argument("--eval-batches", type=POSITIVE_INT, default=None)
-    p.add_argument("--val-fraction", type=VAL_FRACTION, default=0.1)
-    p.add_argument("--seed", type=SEED, default=123)
-    p.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"],
-                   help="bf16: mixed precision on CUDA (ignored on CPU)")
-    p.add_argument("--compile", action="store_true", help="torch.compile the model (opt-in)")
-    p.add_argument("--checkpoint", help="checkpoint file, written by rank 0")
-    p.add_argument("--checkpoint-every", type=POSITIVE_INT)
-    p.add_argument("--resume", action="store_true", help="continue from --checkpoint")
-    p.add_argument("--out", help="JSON summary (losses, weight hashes), written by rank 0")
-    args = p.parse_args(argv)
-
-    # Combinations that no single argument's type can see.
-    for flag, given in [("--resume", args.resume), ("--checkpoint-every", args.checkpoint_every)]:
-        if given and args.checkpoint is None:
-            p.error(f"{flag} needs --checkpoint FILE (the file to resume from and save to)")
-    emb_dim = args.emb_dim or GPT_CONFIGS[args.preset].emb_dim
-    n_heads = args.n_heads or GPT_CONFIGS[args.preset].n_heads
-    if emb_dim % n_heads:
-        p.error(f"--n-heads {n_heads} does not divide --emb-dim {emb_dim} (with --preset "
-                f"{args.preset}); use a number of heads that divides the embedding width")
-    return args
+def _run(args: argparse.Namespace, ranks: Ranks) -> dict:
+    if args.batch_size % ranks.world_size:
+        raise ValueError(f"--batch-size {args.batch_size} must divide evenly over "
+                         f"{ranks.world_size} ranks")
+    per_rank_batch = args.batch_size // ranks.world_size
+    cfg = model_config(args)
+    train_loader, val_loader = build_loaders(_read_text(args, ranks), cfg.context_length,
+                                             per_rank_batch, args.val_fraction, args.seed, ranks)
+    model, optimizer, loss_fn = _build_model(args, cfg, ranks)
+    if ranks.is_main:
+        n_params = sum(p.numel() for p in unwrap(model).parameters())
+        print(f"{ranks.world_size} rank(s) x batch {per_rank_batch} x {args.grad_accum} "
+              f"accumulation = {args.batch_size * args.grad_accum} sequences of "
+              f"{cfg.context_length} tokens per step; {n_params:,} parameters; "
+              f"{len(train_loader)} batches per rank per epoch")
+    t0 = time.perf_counter()
+    history = train(
+        model, optimizer, train_loader, loss_fn,
+        val_loader=val_loader, max_steps=args.steps, eval_every=args.eval_every,
+        eval_batches=args.eval_batches, grad_accum_steps=args.grad_accum,
+        warmup_steps=args.warmup_steps, checkpoint_every=args.checkpoint_every,
+        checkpoint_path=args.checkpoint, resume=args.resume, device=ranks.device,
+        autocast_dtype=torch.bfloat16 if args.dtype == "bf16" else None,
+        progress=ranks.is_main,  # one progress bar, not N interleaved ones
+        seed=args.seed + ranks.rank,  # dropout masks differ across ranks, as across batches
+    )
+    return _summarize(args, ranks, cfg, model, history, per_rank_batch, time.perf_counter() - t0)
 
 
 if __name__ == "__main__":

@@ -10,18 +10,16 @@ A checkpoint this run cannot continue exactly is refused before anything is load
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 import torch.nn as nn
 
 from .checkpoint import load_checkpoint
 from .device import unwrap
-
-if TYPE_CHECKING:  # for the annotations only: train imports this module
-    from .train import History
+from .history import History
 
 
 def loader_generators(loader) -> list[torch.Generator]:
@@ -50,6 +48,21 @@ def set_rng_state(state: dict, generators: list[torch.Generator]) -> None:
         g.set_state(s)
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+@contextlib.contextmanager
+def random_state_kept(loader, generators: list[torch.Generator]):
+    """Run the block, then put back every random state training consumes (torch's, the
+    accelerator's, the loader's generators) and the loader's sampler epoch: evaluation, metrics
+    and `on_eval` then never change which batches or dropout masks training sees next."""
+    saved, sampler = rng_state(generators), getattr(loader, "sampler", None)
+    epoch = getattr(sampler, "epoch", None)
+    try:
+        yield
+    finally:
+        set_rng_state(saved, generators)
+        if isinstance(epoch, int):
+            sampler.epoch = epoch
 
 
 @dataclass
@@ -88,8 +101,8 @@ class Position:
         }
 
     @classmethod
-    def from_train_state(cls, state: dict, history_type: type[History]) -> Position:
-        return cls(history_type.from_dict(state["history"]), state["step"], state["epoch"],
+    def from_train_state(cls, state: dict) -> Position:
+        return cls(History.from_dict(state["history"]), state["step"], state["epoch"],
                    state["batch_in_epoch"], state["tokens_seen"], state["elapsed"],
                    list(state["interval_losses"]))
 
@@ -141,9 +154,8 @@ def check_resumable(path, ckpt: dict, optimizer: torch.optim.Optimizer, setup: d
 
 
 def start_position(model: nn.Module, optimizer: torch.optim.Optimizer, path, seed: int | None,
-                   setup: dict, is_main: bool,
-                   history_type: type[History]) -> tuple[Position, dict | None]:
-    """Where training starts: at step 0 with an empty `history_type()` after seeding torch with
+                   setup: dict, is_main: bool) -> tuple[Position, dict | None]:
+    """Where training starts: at step 0 with an empty `History()` after seeding torch with
     `seed` (if given), unless `path` (the checkpoint to resume from, or None) exists; then its
     weights, optimizer state and loop position are loaded, and its train_state is returned for
     its RNG states to be replayed.
@@ -156,7 +168,7 @@ def start_position(model: nn.Module, optimizer: torch.optim.Optimizer, path, see
             print(f"No checkpoint at {path}; starting from scratch.")
         if seed is not None:
             torch.manual_seed(seed)
-        return Position(history_type()), None
+        return Position(History()), None
     ckpt = load_checkpoint(path, "cpu")  # RNG states must stay on the CPU
     check_resumable(path, ckpt, optimizer, setup)
     state = ckpt["train_state"]
@@ -174,7 +186,7 @@ def start_position(model: nn.Module, optimizer: torch.optim.Optimizer, path, see
         print(f"Resuming at step {state['step']} of {setup['total_steps']}; the checkpoint's run "
               f"had {saved_total} steps, so the learning-rate schedule now spans "
               f"{setup['total_steps']}.")
-    return Position.from_train_state(state, history_type), state
+    return Position.from_train_state(state), state
 
 
 _END = object()

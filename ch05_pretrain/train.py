@@ -7,20 +7,19 @@ distillation all call it; they differ only in their batches and in `loss_fn(mode
 One optimizer step = `grad_accum_steps` micro-batches. Step numbers in the history, the learning-
 rate schedule, evaluation and checkpoints all count optimizer steps.
 
-The loop itself is `train`'s last screen; the helpers above it do one job each: the optimizer
-step with its checks (`_optimizer_step`) and evaluation with logging (`_evaluate_and_log`).
-Resuming exactly (the loop position, random states, replaying an epoch's shuffle, and what a
-checkpoint must match) is `resume.py`'s job.
+The loop itself is `train`'s last screen; the helpers above it do one job each, such as the
+optimizer step with its checks (`_optimizer_step`). Beside it: the argument checks
+(`train_checks.py`), evaluation with logging (`train_eval.py`'s `evaluate_and_log`), what is
+recorded (`history.py`'s `History`), and resuming exactly (the loop position, random states,
+replaying an epoch's shuffle, and what a checkpoint must match: `resume.py`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
-import numbers
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -30,39 +29,11 @@ from tqdm import tqdm  # plain text bar: works in terminals, notebooks and CI lo
 
 from .checkpoint import check_checkpoint_path, save_checkpoint
 from .device import autocast, move_to_device
-from .losses import NoTargetsError, evaluate
-from .resume import (Position, epoch_batches, loader_generators, rng_state, set_rng_state,
-                     start_position)
-
-
-@dataclass
-class History:
-    """What happened during training, one entry per evaluation (all lists have equal length).
-
-    `train_loss` is the mean training loss of the optimizer steps since the previous evaluation
-    (nan if none of their micro-batches had a counted target); `val_loss` is None without a
-    validation loader; `metrics` maps "val_<name>" and "train_<name>" to lists of floats.
-    `history["val_acc"]` reads a field or a metric. Plain numbers only, so
-    `json.dump(history.to_dict(), f)` works and `plt.plot(h.tokens_seen, h.val_loss)` too.
-    """
-
-    step: list[int] = field(default_factory=list)
-    tokens_seen: list[int] = field(default_factory=list)
-    train_loss: list[float] = field(default_factory=list)
-    val_loss: list[float | None] = field(default_factory=list)
-    lr: list[float] = field(default_factory=list)
-    elapsed: list[float] = field(default_factory=list)  # seconds since training started
-    metrics: dict[str, list[float]] = field(default_factory=dict)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "History":
-        return cls(**{k: dict(v) if k == "metrics" else list(v) for k, v in d.items()})
-
-    def __getitem__(self, key: str) -> list:
-        return self.metrics[key] if key in self.metrics else getattr(self, key)
+from .history import History
+from .losses import NoTargetsError
+from .resume import epoch_batches, loader_generators, rng_state, start_position
+from .train_checks import batches_per_epoch, check_settings, check_val_loader
+from .train_eval import evaluate_and_log
 
 
 def lr_factor(
@@ -120,61 +91,6 @@ def _placement(model: nn.Module, device) -> tuple[torch.device, int, bool]:
     if dist.is_available() and dist.is_initialized():
         return device, dist.get_world_size(), dist.get_rank() == 0
     return device, 1, True
-
-
-def _check_count(name: str, value, none_means: str | None = None) -> None:
-    """Refuse anything but an integer >= 1 (or None, where `none_means` says what None does)."""
-    if value is None and none_means is not None:
-        return
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        allowed = f"an integer >= 1, or None ({none_means})" if none_means else "an integer >= 1"
-        raise ValueError(f"{name}={value!r}; use {allowed}")
-
-
-def _check_settings(epochs, max_steps, eval_every, eval_batches, grad_accum_steps,
-                    max_grad_norm, checkpoint_every, checkpoint_path, resume) -> None:
-    """One sentence for each setting `train` cannot honour, before anything runs."""
-    _check_count("epochs", epochs)
-    _check_count("max_steps", max_steps, "train for `epochs`")
-    _check_count("eval_every", eval_every, "evaluate after the last step only")
-    _check_count("eval_batches", eval_batches, "all validation batches")
-    _check_count("grad_accum_steps", grad_accum_steps)
-    _check_count("checkpoint_every", checkpoint_every, "save after the last step only")
-    if max_grad_norm is not None and not (
-        isinstance(max_grad_norm, numbers.Real) and 0 < max_grad_norm < math.inf
-    ):
-        raise ValueError(f"max_grad_norm={max_grad_norm!r}; use a finite number > 0, or None "
-                         "for no clipping")
-    if checkpoint_path is None and checkpoint_every is not None:
-        raise ValueError(f"checkpoint_every={checkpoint_every!r} without a checkpoint_path; give "
-                         "the file to save to, or leave checkpoint_every None")
-    if checkpoint_path is None and resume:
-        raise ValueError("resume=True without a checkpoint_path; give the file to resume from")
-
-
-def _batches_per_epoch(loader) -> int:
-    """len(loader), refusing a loader without a length or without batches."""
-    try:
-        n = len(loader)
-    except TypeError:
-        raise TypeError(f"train_loader ({type(loader).__name__}) has no len(); give a sized "
-                        "loader (a DataLoader over a map-style Dataset, or a list of batches), "
-                        "since the schedule and resuming need the batches per epoch") from None
-    if n == 0:
-        raise ValueError("train_loader has no batches (len 0); a DataLoader with drop_last=True "
-                         "and fewer samples than batch_size has none")
-    return n
-
-
-def _check_val_loader(loader) -> None:
-    """Refuse a validation loader without batches: every val_loss would be nan."""
-    try:
-        n = len(loader) if loader is not None else None
-    except TypeError:  # an iterable without len(): evaluate finds out
-        return
-    if n == 0:
-        raise ValueError("val_loader has no batches (len 0), so every validation loss would be "
-                         "nan; give a loader with at least one batch, or val_loader=None for none")
 
 
 def _forward_backward(model, loss_fn, batch, group_size: int, last_micro: bool, device,
@@ -277,73 +193,6 @@ def _report_skipped(skipped: int, seen: int, is_main: bool, reason: str | None =
               "tokens.")
 
 
-def _metric_value(name: str, value) -> float:
-    """A metric's result as a plain float, so the History (and a checkpoint) holds no NumPy or
-    tensor scalars, which weights_only loading would refuse."""
-    if getattr(value, "ndim", None) == 0 or isinstance(value, torch.Tensor) and value.numel() == 1:
-        value = value.item()  # a one-element tensor, a NumPy scalar or 0-d array
-    if isinstance(value, numbers.Real):  # int, float, bool and their NumPy kin
-        return float(value)
-    raise TypeError(f"metric {name!r} returned {type(value).__name__} ({value!r:.60}); a metric "
-                    "must return one number: a float, an int, a NumPy scalar or a 1-element tensor")
-
-
-@contextlib.contextmanager
-def _random_state_kept(loader, generators: list[torch.Generator]):
-    """Run the block, then put back every random state training consumes (torch's, the
-    accelerator's, the loader's generators) and the loader's sampler epoch: evaluation, metrics
-    and `on_eval` then never change which batches or dropout masks training sees next."""
-    saved, sampler = rng_state(generators), getattr(loader, "sampler", None)
-    epoch = getattr(sampler, "epoch", None)
-    try:
-        yield
-    finally:
-        set_rng_state(saved, generators)
-        if isinstance(epoch, int):
-            sampler.epoch = epoch
-
-
-def _evaluate_and_log(model, pos: Position, lr: float, elapsed: float, loss_fn, train_loader,
-                      val_loader, eval_batches, device, autocast_dtype, metrics: dict,
-                      on_eval, generators: list[torch.Generator]) -> float | None:
-    """Append one History entry (mean training loss since the last one, validation loss, lr,
-    metrics), then call `on_eval`; return the validation loss (None without a val_loader).
-    The training loss is nan when no micro-batch of the interval had a counted target.
-    Nothing here moves training's random states (`_random_state_kept`)."""
-    with _random_state_kept(train_loader, generators):
-        return _evaluate(model, pos, lr, elapsed, loss_fn, train_loader, val_loader,
-                         eval_batches, device, autocast_dtype, metrics, on_eval)
-
-
-def _evaluate(model, pos: Position, lr: float, elapsed: float, loss_fn, train_loader,
-              val_loader, eval_batches, device, autocast_dtype, metrics: dict,
-              on_eval) -> float | None:
-    """`_evaluate_and_log`'s work, which may consume random states."""
-    val_loss = None
-    if val_loader is not None:
-        val_loss = evaluate(model, val_loader, loss_fn, eval_batches, device, autocast_dtype)
-    h, losses = pos.history, pos.interval_losses
-    h.step.append(pos.step)
-    h.tokens_seen.append(pos.tokens_seen)
-    h.train_loss.append(sum(losses) / len(losses) if losses else float("nan"))
-    h.val_loss.append(val_loss)
-    h.lr.append(lr)
-    h.elapsed.append(elapsed)
-    pos.interval_losses = []
-    model.eval()
-    with torch.no_grad():
-        for name, fn in metrics.items():
-            if val_loader is not None:
-                value = _metric_value(name, fn(model, val_loader))
-                h.metrics.setdefault(f"val_{name}", []).append(value)
-            value = _metric_value(name, fn(model, train_loader))
-            h.metrics.setdefault(f"train_{name}", []).append(value)
-        if on_eval is not None:
-            on_eval(model, pos.step)
-    model.train()
-    return val_loss
-
-
 def train(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -372,6 +221,9 @@ def train(
     seed: int | None = None,
 ) -> History:
     """Train `model` by minimising `loss_fn(model, batch)` and return its `History`.
+
+    Longer than our ~60-line guide on purpose: it is the one flat loop every chapter reads
+    (STYLE 7), set up and run top to bottom; each step's work is a named helper above it.
 
     Args:
         model: any module; may be wrapped by DDP or torch.compile.
@@ -423,12 +275,12 @@ def train(
             before the step changes the weights (so the last checkpoint stays good).
         NoTargetsError: when no micro-batch of the run had a counted target.
     """
-    _check_settings(epochs, max_steps, eval_every, eval_batches, grad_accum_steps, max_grad_norm,
-                    checkpoint_every, checkpoint_path, resume)
+    check_settings(epochs, max_steps, eval_every, eval_batches, grad_accum_steps, max_grad_norm,
+                   checkpoint_every, checkpoint_path, resume)
     device, world_size, is_main = _placement(model, device)
     count_tokens = count_tokens or default_count_tokens
-    n_batches = _batches_per_epoch(train_loader)
-    _check_val_loader(val_loader)
+    n_batches = batches_per_epoch(train_loader)
+    check_val_loader(val_loader)
     steps_per_epoch = math.ceil(n_batches / grad_accum_steps)
     total_steps = max_steps if max_steps is not None else epochs * steps_per_epoch
     lr_factor(0, total_steps, warmup_steps, lr_schedule, min_lr_ratio)  # a bad schedule fails now
@@ -442,7 +294,7 @@ def train(
 
     # resumed: the checkpoint's train_state (None for a fresh run), until its epoch is replayed
     pos, resumed = start_position(model, optimizer, checkpoint_path if resume else None, seed,
-                                  setup, is_main, History)
+                                  setup, is_main)
 
     was_training = model.training
     model.train()
@@ -485,10 +337,10 @@ def train(
                                               "lr": f"{lr:.1e}", "tok/s": f"{rate:.0f}"}, tick=True)
 
                 if _due(pos.step, eval_every, total_steps):
-                    val_loss = _evaluate_and_log(model, pos, lr, pos.elapsed + seconds, loss_fn,
-                                                 train_loader, val_loader, eval_batches, device,
-                                                 autocast_dtype, metrics or {}, on_eval,
-                                                 generators)
+                    val_loss = evaluate_and_log(model, pos, lr, pos.elapsed + seconds, loss_fn,
+                                                train_loader, val_loader, eval_batches, device,
+                                                autocast_dtype, metrics or {}, on_eval,
+                                                generators)
                     if val_loss is not None:
                         _show_progress(bar, postfix, {"val": f"{val_loss:.3f}"})
                 if checkpoint_path is not None and is_main and _due(pos.step, checkpoint_every,

@@ -28,11 +28,13 @@ from .data import (
     split,
 )
 from .lora import LoRALinear, add_lora, merge_lora
+from .finetune import RECIPES, prepare_classifier, set_dropout
 
 __all__ = [
     "LABELS",
     "LoRALinear",
     "POOLINGS",
+    "RECIPES",
     "SMS_SHA256",
     "SMS_URL",
     "SpamDataset",
@@ -50,9 +52,11 @@ __all__ = [
     "make_loader",
     "merge_lora",
     "pool",
+    "prepare_classifier",
     "read_sms_file",
     "read_sms_naively",
     "save_classifier",
+    "set_dropout",
     "sms_spam_path",
     "split",
     "to_classifier",

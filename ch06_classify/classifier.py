@@ -20,7 +20,9 @@ import torch.nn.functional as F
 from ch02_data import EOT_ID, gpt2_encoding
 from ch03_attention.attention import MultiHeadAttention
 from ch04_gpt import GPTConfig, GPTModel
-from ch05_pretrain import load_checkpoint, move_to_device, save_checkpoint, unwrap
+from ch02_data.checks import int_at_least
+from ch05_pretrain import load_checkpoint, save_checkpoint, unwrap
+from ch05_pretrain.losses import evaluation_batches
 
 from .data import LABELS
 from .lora import LoRALinear, add_lora
@@ -42,8 +44,7 @@ def to_classifier(model: GPTModel, num_classes: int = 2, trainable: str = "last_
     adapters A and B trainable. Draw the head's random init under a seed (`torch.manual_seed`)
     for reproducible runs.
     """
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
-        raise ValueError(f"num_classes={num_classes!r}; use an integer >= 2")
+    int_at_least("num_classes", num_classes, 2)
     if trainable not in TRAINABLE:
         raise ValueError(f"trainable={trainable!r}; choose one of {', '.join(TRAINABLE)}")
     if not all(hasattr(model, name) for name in ("out_head", "blocks", "final_norm")):
@@ -156,24 +157,14 @@ def accuracy(model: nn.Module, loader, pooling: str = "last", max_batches: int |
     """Fraction of correctly classified messages over the first `max_batches` batches of
     `loader` (None: all), in eval mode (no dropout); the model's mode is restored afterwards.
     Batches are moved to the model's device."""
-    if max_batches is not None and max_batches < 1:
-        raise ValueError(f"max_batches={max_batches!r}; use None (all batches) or an integer >= 1")
     _check_is_classifier(model, "accuracy")
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
     correct, total = 0, 0
-    try:
-        for i, batch in enumerate(loader):
-            if max_batches is not None and i >= max_batches:
-                break
+    with evaluation_batches(model, loader, max_batches) as batches:
+        for batch in batches:
             _check_batch(batch, ("input_ids", "labels"))
-            batch = move_to_device(batch, device)
             predicted = class_logits(model, batch, pooling).argmax(dim=-1)  # (B,)
             correct += int((predicted == batch["labels"]).sum())
             total += batch["labels"].numel()
-    finally:
-        model.train(was_training)
     if total == 0:
         raise ValueError("the loader yielded no examples; accuracy is undefined")
     return correct / total

@@ -10,7 +10,6 @@ message (`read_sms_naively` shows it); `read_sms_file` splits each line at its T
 
 from __future__ import annotations
 
-import numbers
 import os
 import shutil
 import zipfile
@@ -22,6 +21,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, default_collate
 
 from ch02_data import EOT_ID, DownloadError, data_dir, download, gpt2_encoding, seeded_loader
+from ch02_data.checks import is_int, positive_int
 
 SMS_NAME = "SMSSpamCollection"  # the file, and its member name inside the zip
 SMS_ZIP_NAME = "sms+spam+collection.zip"
@@ -170,15 +170,10 @@ def split(
 # --- Dataset and loaders --------------------------------------------------------------------
 
 
-def _is_int(x) -> bool:
-    """An integer (Python or NumPy), but not a bool."""
-    return isinstance(x, numbers.Integral) and not isinstance(x, bool)
-
-
 def _label_id(label, i: int) -> int:
     if isinstance(label, str) and label in LABELS:
         return LABELS.index(label)
-    if _is_int(label) and 0 <= label < len(LABELS):
+    if is_int(label) and 0 <= label < len(LABELS):
         return int(label)
     raise ValueError(f"labels[{i}]={label!r}; use 'ham' or 'spam', or their ids 0 and 1")
 
@@ -215,13 +210,10 @@ class SpamDataset(Dataset):
                     f"texts[{i}]={text!r} is a {type(text).__name__}; each text must be a string"
                 )
         label_ids = [_label_id(y, i) for i, y in enumerate(labels)]
-        if max_length is not None and not (_is_int(max_length) and max_length >= 1):
-            raise ValueError(
-                f"max_length={max_length!r}; use a positive integer, or None for the longest text"
-            )
+        positive_int("max_length", max_length, none_means="the longest text")
         tokenizer = gpt2_encoding() if tokenizer is None else tokenizer
         n_vocab = getattr(tokenizer, "n_vocab", None)  # tiktoken and ch02's BPETokenizer have it
-        if not (_is_int(pad_id) and 0 <= pad_id < (n_vocab or float("inf"))):
+        if not (is_int(pad_id) and 0 <= pad_id < (n_vocab or float("inf"))):
             raise ValueError(f"pad_id={pad_id!r}; use a token id in [0, {n_vocab or 'vocab size'})")
 
         encoded = [tokenizer.encode(t, disallowed_special=()) or [int(pad_id)] for t in texts]

@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import csv
-import io
 import sys
 import time
 from dataclasses import dataclass, replace
@@ -32,22 +30,22 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-import torch.nn as nn
 from tqdm import tqdm
 
 from ch02_data import fast_dev_run, gpt2_encoding, pick
+from ch02_data.checks import finite_number, positive_int
 from ch04_gpt import GPTModel
-from ch05_pretrain import History, fast_adamw, get_device, move_to_device, train
+from ch05_pretrain import Recipe, fast_adamw, fine_tune, get_device, move_to_device, recipe_for
 from ch05_pretrain import load_base_model as ch05_load_base_model
 
 from .baseline import tfidf_pipeline
 from .classifier import accuracy, classification_loss, count_trainable, to_classifier
 from .data import SpamDataset, balance, load_sms_spam, make_loader, split
-from .lora import add_lora
+from .finetune import RECIPES, prepare_classifier
+from .results_csv import COLUMNS, append_result, default_out, open_results
 
-COLUMNS = ("row", "changed", "test_acc", "val_acc", "trainable_params", "seconds", "model", "epochs", "lr")
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
-
+__all__ = ["COLUMNS", "RECIPES", "ROWS", "ROW_NAMES", "Row", "SpamData", "check_plan", "default_out",
+           "load_base_model", "main", "prepare_data", "run_experiments", "run_row"]
 
 @dataclass(frozen=True)
 class Row:
@@ -81,31 +79,6 @@ ROWS: tuple[Row, ...] = (
 )
 ROW_NAMES = tuple(r.name for r in ROWS)
 
-LORA_ALPHA = 16.0  # held fixed across ranks, as Hu et al. 2021 do (Section 4.1)
-
-
-@dataclass(frozen=True)
-class Recipe:
-    """The default fine-tuning recipe for one base model."""
-
-    lr: float
-    epochs: int
-    lr_schedule: str = "constant"  # or "cosine": ch05's half cosine down to 10% of lr
-    weight_decay: float = 0.1
-    batch_size: int = 8
-    seed: int = 123
-
-
-# GPT-2 124M: the book's recipe (AdamW, constant lr 5e-5, weight decay 0.1, batch 8, 5 epochs).
-# The fallback (16M parameters, pretrained on TinyStories only) measured with the default row
-# (last token, last block trained), final val / test accuracy: constant lr 5e-4, 5 epochs
-# 90.6 / 88.7%, and from epoch to epoch val swung between 81% and 95%; constant 1e-3 89.9 / 86.3%
-# (train 90%); cosine decay 3e-4 for 5 epochs 93.3 / 90.0%, for 10 epochs 94.0 / 92.0%; cosine
-# 5e-4 for 5 epochs 94.6 / 91.0%, chosen by its validation accuracy. The decay steadies the end.
-RECIPES = {
-    "gpt2": Recipe(lr=5e-5, epochs=5),
-    "fallback": Recipe(lr=5e-4, epochs=5, lr_schedule="cosine"),
-}
 
 
 @dataclass
@@ -136,78 +109,11 @@ def prepare_data(context_length: int, tokenizer=None, subset: tuple[int, int, in
     return SpamData(frames, datasets)
 
 
-def set_dropout(model: nn.Module, p: float) -> nn.Module:
-    """Set every dropout probability of `model` to p (the book fine-tunes with 0.0)."""
-    for m in model.modules():
-        if isinstance(m, nn.Dropout):
-            m.p = p
-    return model
-
-
-def fine_tune(
-    model: GPTModel,
-    train_loader,
-    val_loader=None,
-    *,
-    pooling: str = "last",
-    trainable: str = "last_block",
-    causal: bool = True,
-    lora_rank: int | None = None,
-    lora_alpha: float = LORA_ALPHA,
-    lr: float = 5e-5,
-    weight_decay: float = 0.1,
-    epochs: int = 5,
-    drop_rate: float | None = 0.0,
-    lr_schedule: str = "constant",
-    warmup_steps: int = 0,
-    eval_every: int | None = None,
-    eval_batches: int | None = None,
-    device: torch.device | str | None = None,
-    seed: int = 123,
-    progress: bool = True,
-) -> tuple[GPTModel, History]:
-    """Turn a pretrained GPT into a spam classifier in place and fine-tune it; return it and the
-    History of chapter 5's `train`.
-
-    The head is replaced (`to_classifier`, drawn under `seed`); with `lora_rank`, LoRA adapters
-    are added to every block and only they and the head train. `causal=False` removes the causal
-    mask. AdamW (fused where available) over the trainable parameters; a constant learning rate
-    as in the book (or ch05's `lr_schedule="cosine"` with `warmup_steps`); gradients clipped at
-    norm 1. `drop_rate` sets every dropout (None: leave the model's).
-    With `eval_every`, the loss and the accuracy (`eval_batches` batches) are recorded on
-    `val_loader` and `train_loader` every that many steps; else only the final training loss.
-    """
-    torch.manual_seed(seed)
-    to_classifier(model, num_classes=2, trainable="head" if lora_rank else trainable)
-    if lora_rank:
-        add_lora(model, rank=lora_rank, alpha=lora_alpha)  # freezes everything but the adapters
-        model.out_head.requires_grad_(True)
-    model.set_causal(causal)
-    if drop_rate is not None:
-        set_dropout(model, drop_rate)
-    if device is not None:
-        model.to(device)
-    trainable_params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = fast_adamw(trainable_params, lr=lr, weight_decay=weight_decay)
-    metrics = {"acc": partial(accuracy, pooling=pooling, max_batches=eval_batches)} if eval_every else None
-    history = train(
-        model, optimizer, train_loader, partial(classification_loss, pooling=pooling),
-        val_loader=val_loader if eval_every else None, epochs=epochs, eval_every=eval_every,
-        eval_batches=eval_batches, lr_schedule=lr_schedule, warmup_steps=warmup_steps,
-        metrics=metrics, device=device, progress=progress, seed=seed,
-    )
-    return model.eval(), history
-
-
 def load_base_model(name: str, device: torch.device | str) -> tuple[GPTModel, str]:
     """The pretrained model to start from, and its name for the CSV: chapter 5's
     `load_base_model` (GPT-2 `name` when obtainable, else the fallback, in one printed line)."""
     base = ch05_load_base_model(name, device)
     return base.model, base.key
-
-
-def recipe_for(model_name: str) -> Recipe:
-    return RECIPES["fallback" if model_name.startswith("tinystories") else "gpt2"]
 
 
 def run_row(row: Row, base: GPTModel | None, model_name: str, data: SpamData, recipe: Recipe,
@@ -226,18 +132,18 @@ def run_row(row: Row, base: GPTModel | None, model_name: str, data: SpamData, re
                 "seconds": seconds, "model": "tfidf-logreg", "epochs": "", "lr": ""}
 
     model = copy.deepcopy(base).to(device)
-    model.set_fast_path(True)  # fused kernels, the same function (tested in chapter 4)
     loaders = {
         k: make_loader(ds, batch_size=recipe.batch_size, shuffle=k == "train", pad=row.pad,
                        seed=recipe.seed, drop_last=k == "train" and len(ds) >= 2 * recipe.batch_size)
         for k, ds in data.datasets.items()
     }
     t0 = time.perf_counter()
-    fine_tune(model, loaders["train"], pooling=row.pooling, trainable=row.trainable, causal=row.causal,
-              lora_rank=row.lora_rank, lr=recipe.lr, weight_decay=recipe.weight_decay,
-              epochs=recipe.epochs, lr_schedule=recipe.lr_schedule, device=device, seed=recipe.seed,
-              progress=progress)
+    prepare_classifier(model, trainable=row.trainable, causal=row.causal, lora_rank=row.lora_rank,
+                       device=device, seed=recipe.seed)
+    fine_tune(model, loaders["train"], recipe=recipe, loss_fn=partial(classification_loss, pooling=row.pooling),
+              device=device, progress=progress)
     seconds = time.perf_counter() - t0
+    model.set_fast_path(True)  # fused kernels for the accuracies too, the same function (chapter 4)
     return {"row": row.name, "changed": row.changed,
             "test_acc": accuracy(model, loaders["test"], row.pooling),
             "val_acc": accuracy(model, loaders["val"], row.pooling),
@@ -254,61 +160,6 @@ def _warm_up(base: GPTModel, data: SpamData, device: torch.device) -> None:
     fast_adamw(model.parameters(), lr=0.0).step()  # the first step in a process pays imports
 
 
-def default_out() -> Path:
-    """results/experiments.csv (committed), or results/experiments-fast.csv in fast mode."""
-    return RESULTS_DIR / pick(full="experiments.csv", fast="experiments-fast.csv")
-
-
-def _open_results(out: Path) -> set[str]:
-    """Check that `out` can be written (creating its folder) and return the rows already in it.
-
-    A last line without its newline is a row that a killed run was writing: it is removed (the
-    file is rewritten atomically, and the row runs again), so the next row is never appended onto
-    it. A row of another length elsewhere is refused: the file is not this script's to mend.
-    """
-    blocker = next((p for p in [out.parent, *out.parent.parents] if p.is_file()), None)
-    if blocker is not None:
-        raise ValueError(f"out={str(out)!r} lies under {str(blocker)!r}, which is a file, not a "
-                         "folder; choose another path with --out")
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        with open(out, "a", encoding="utf-8", newline=""):
-            pass  # appending nothing: proves we may write, changes nothing
-        text = out.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        reason = e.strerror if isinstance(e, OSError) and e.strerror else e
-        raise ValueError(f"out={str(out)!r} cannot be written ({reason}); choose another "
-                         "file with --out") from None
-    if text and not text.endswith("\n"):
-        kept, _, cut = text.rpartition("\n")
-        kept = kept + "\n" if kept else ""
-        tmp = out.with_name(out.name + ".tmp")
-        tmp.write_text(kept, encoding="utf-8", newline="")
-        tmp.replace(out)  # atomic: the file is never half rewritten
-        print(f"{out}: removed its cut last line {cut[:60]!r} (a run stopped while writing it); "
-              "that row runs again")
-        text = kept
-    rows = list(csv.reader(io.StringIO(text, newline="")))
-    header = rows[0] if rows else None
-    if header is not None and tuple(header) != COLUMNS:
-        raise ValueError(f"out={str(out)!r} has columns {header}, not this script's {list(COLUMNS)}; "
-                         "choose another file or delete it")
-    for number, r in enumerate(rows[1:], start=2):
-        if r and len(r) != len(COLUMNS):
-            raise ValueError(f"out={str(out)!r} line {number} has {len(r)} fields, not "
-                             f"{len(COLUMNS)}; fix or delete that line, or choose another file")
-    return {r[0] for r in rows[1:] if r}
-
-
-def _append(out: Path, result: dict) -> None:
-    new = out.stat().st_size == 0
-    with open(out, "a", encoding="utf-8", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS)
-        if new:
-            writer.writeheader()
-        writer.writerow(result)
-
-
 def check_plan(rows: list[str] | None, out: str | Path | None, epochs: int | None = None,
                lr: float | None = None) -> tuple[list[str], Path, set[str]]:
     """Validate the arguments of `run_experiments` and the output file before anything runs.
@@ -319,13 +170,10 @@ def check_plan(rows: list[str] | None, out: str | Path | None, epochs: int | Non
     unknown = [n for n in names if n not in ROW_NAMES]
     if unknown or not names:
         raise ValueError(f"rows={names}; choose from {', '.join(ROW_NAMES)}")
-    if epochs is not None and (isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1):
-        raise ValueError(f"epochs={epochs!r}; use an integer >= 1")
-    if lr is not None and (isinstance(lr, bool) or not isinstance(lr, (int, float))
-                           or not 0 < lr < float("inf")):
-        raise ValueError(f"lr={lr!r}; use a finite number > 0")
+    positive_int("epochs", epochs, none_means="the recipe's")
+    finite_number("lr", lr, 0, above=True, none_means="the recipe's")
     out = Path(out) if out is not None else default_out()
-    return names, out, _open_results(out)
+    return names, out, open_results(out)
 
 
 def run_experiments(
@@ -358,7 +206,7 @@ def run_experiments(
         if any(not r.tfidf for r in todo):
             base, model_name = load_base_model(model or "gpt2", device)  # fast mode: GPT2_DIR or the fallback
             context = base.cfg.context_length
-        recipe = recipe_for(model_name)
+        recipe = recipe_for(RECIPES, model_name)
         recipe = replace(recipe, lr=lr or recipe.lr, epochs=epochs or pick(full=recipe.epochs, fast=1))
         data = prepare_data(context, subset=(64, 32, 32) if fast else None)
         if base is not None:
@@ -367,7 +215,7 @@ def run_experiments(
         for row in bar:
             bar.set_postfix_str(row.name)
             result = run_row(row, base, model_name, data, recipe, device)
-            _append(out, result)
+            append_result(out, result)
             bar.write(f"{row.name:20s} test {result['test_acc']:.2%}  val {result['val_acc']:.2%}  "
                       f"{result['trainable_params']:>11,} params  {result['seconds']:6.1f} s")
     return pd.read_csv(out) if out.stat().st_size else pd.DataFrame(columns=COLUMNS)

@@ -17,6 +17,8 @@ import math
 import torch
 import torch.nn as nn
 
+from ch02_data.checks import finite_number, positive_int
+
 
 class LoRALinear(nn.Module):
     """`linear(x) + (alpha / rank) * x @ A^T @ B^T`: a frozen nn.Linear plus a trainable
@@ -33,12 +35,8 @@ class LoRALinear(nn.Module):
         super().__init__()
         if not isinstance(linear, nn.Linear):
             raise TypeError(f"linear is a {type(linear).__name__}; LoRALinear wraps an nn.Linear")
-        if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
-            raise ValueError(f"rank={rank!r}; use an integer >= 1")
-        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not (
-            math.isfinite(alpha) and alpha > 0
-        ):
-            raise ValueError(f"alpha={alpha!r}; use a finite number > 0")
+        positive_int("rank", rank)
+        finite_number("alpha", alpha, 0, above=True)
         self.linear = linear.requires_grad_(False)
         self.rank = rank
         self.alpha = float(alpha)

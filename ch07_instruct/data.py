@@ -11,7 +11,6 @@ with -100 the targets the loss must ignore.
 from __future__ import annotations
 
 import json
-import numbers
 import random
 from collections.abc import Sequence
 from functools import partial
@@ -20,6 +19,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ch02_data import EOT_ID, fetch, gpt2_encoding, seeded_loader
+from ch02_data.checks import is_int, positive_int
 from ch05_pretrain import IGNORE_INDEX
 
 DATA_NAME = "instruction-data.json"  # a key of ch02_data.SOURCES (URL and sha256 pinned there)
@@ -161,8 +161,7 @@ class InstructionDataset(Dataset):
     def __init__(self, entries: Sequence[dict], tokenizer=None, style: str = "alpaca",
                  max_length: int | None = None):
         _check_style(style)
-        if max_length is not None and not (_is_int(max_length) and max_length >= 1):
-            raise ValueError(f"max_length={max_length!r}; use a positive integer or None")
+        positive_int("max_length", max_length, none_means="no limit")
         entries = check_entries(entries)
         tokenizer = tokenizer or gpt2_encoding()
         self.style = style
@@ -186,10 +185,6 @@ class InstructionDataset(Dataset):
 # --- Batches ----------------------------------------------------------------------------------
 
 
-def _is_int(x) -> bool:
-    return isinstance(x, numbers.Integral) and not isinstance(x, bool)
-
-
 def _check_item(item, i: int) -> None:
     """Refuse an item that is not InstructionDataset's {"input_ids": ids, "prompt_len": int}."""
     if not isinstance(item, dict) or not {"input_ids", "prompt_len"} <= set(item):
@@ -198,10 +193,10 @@ def _check_item(item, i: int) -> None:
                          "with 'input_ids' (a list of token ids) and 'prompt_len' (an int)")
     ids, n = item["input_ids"], item["prompt_len"]
     if isinstance(ids, (str, bytes)) or not isinstance(ids, (Sequence, torch.Tensor)) or len(ids) == 0 \
-            or not all(_is_int(t) or isinstance(t, torch.Tensor) and t.dim() == 0 for t in ids):
+            or not all(is_int(t) or isinstance(t, torch.Tensor) and t.dim() == 0 for t in ids):
         raise ValueError(f"items[{i}]['input_ids'] is {ids!r:.60}; use a non-empty list of int "
                          "token ids")
-    if not (_is_int(n) and 0 <= n <= len(ids)):
+    if not (is_int(n) and 0 <= n <= len(ids)):
         raise ValueError(f"items[{i}]['prompt_len'] is {n!r}; use an int from 0 to "
                          f"len(input_ids) = {len(ids)}")
 
@@ -228,8 +223,7 @@ def collate(
         raise ValueError("items is empty; collate needs at least one example")
     for i, item in enumerate(items):
         _check_item(item, i)
-    if max_length is not None and not (_is_int(max_length) and max_length >= 1):
-        raise ValueError(f"max_length={max_length!r}; use a positive integer or None")
+    positive_int("max_length", max_length, none_means="no limit")
     longest = max(len(item["input_ids"]) for item in items)
     inputs, targets = [], []
     for item in items:

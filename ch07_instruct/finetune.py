@@ -1,37 +1,26 @@
-"""Instruction fine-tuning with chapter 5's `train`: the recipe per base model, in one call; and
-the chapter-7 model cached for the chapters after it (`get_instruction_model`)."""
+"""Instruction fine-tuning: this chapter's recipe per base model (`RECIPES`, for chapter 5's
+`fine_tune`, whose default loss is the language-model loss this chapter needs), and the chapter-7
+model cached for the chapters after it (`get_instruction_model`)."""
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from pathlib import Path
 
 from ch02_data import fast_dev_run
 from ch04_gpt import GPTModel
 from ch05_pretrain import (
-    History,
+    Recipe,
     chunked_lm_loss,
-    fast_adamw,
+    fine_tune,
     load_base_model,
     load_model,
+    recipe_for,
     run_cost,
     save_checkpoint,
-    train,
 )
 from ch05_pretrain.checkpoint import unwritable_reason
 from ch05_pretrain.fallback import checkpoint_dir, shown
-
-
-@dataclass(frozen=True)
-class Recipe:
-    """How to fine-tune one kind of base model (AdamW, batches of 8, gradients clipped at 1)."""
-
-    lr: float
-    epochs: int = 2
-    lr_schedule: str = "constant"  # or "cosine": ch05's half cosine down to 10% of lr
-    weight_decay: float = 0.1
-    batch_size: int = 8
 
 
 # GPT-2 (124M or 355M): the book's recipe, a constant 5e-5 for 2 epochs.
@@ -39,45 +28,12 @@ class Recipe:
 # Measured over 2 epochs (validation loss / ROUGE-L on the 55 validation entries): cosine from
 # 5e-4 2.062 / 0.153, from 1e-3 1.931 / 0.145, from 2e-3 2.105 / 0.128; chosen by the loss.
 RECIPES = {
-    "gpt2": Recipe(lr=5e-5),
-    "fallback": Recipe(lr=1e-3, lr_schedule="cosine"),
+    "gpt2": Recipe(lr=5e-5, epochs=2),
+    "fallback": Recipe(lr=1e-3, epochs=2, lr_schedule="cosine"),
 }
 
-
-def fine_tune(
-    model: GPTModel,
-    train_loader,
-    val_loader=None,
-    *,
-    recipe: Recipe = RECIPES["gpt2"],
-    epochs: int | None = None,
-    eval_every: int | None = None,
-    eval_batches: int | None = None,
-    seed: int = 123,
-    progress: bool = True,
-) -> History:
-    """Fine-tune `model` in place on (inputs, targets) batches with `lm_loss`; return the History.
-
-    The trainable parameters (all of them, or only LoRA adapters after `add_lora`) get an AdamW
-    with the recipe's learning rate, schedule and weight decay; the model trains on its fast
-    path (the same function, fused kernels) and is switched back afterwards. The loss is
-    `lm_loss` computed by chapter 5's `chunked_lm_loss` (the same value and gradients): it
-    skips the logits of the prompt and padding positions, whose targets are -100, and never
-    holds the (B, T, V) logits. `epochs` overrides the recipe's. With `eval_every`, the
-    validation loss is recorded every that many steps.
-    """
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not params:
-        raise ValueError("model has no trainable parameters; unfreeze some (requires_grad=True) before fine-tuning")
-    optimizer = fast_adamw(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
-    model.set_fast_path(True)
-    try:
-        return train(model, optimizer, train_loader, chunked_lm_loss, val_loader=val_loader,
-                     epochs=recipe.epochs if epochs is None else epochs, eval_every=eval_every,
-                     eval_batches=eval_batches, lr_schedule=recipe.lr_schedule, seed=seed,
-                     progress=progress)
-    finally:
-        model.set_fast_path(False)
+__all__ = ["RECIPES", "Recipe", "fine_tune", "get_instruction_model", "instruction_checkpoint_path",
+           "save_instruction_model"]  # Recipe and fine_tune are chapter 5's, named here too
 
 
 # --- The chapter-7 model, for the chapters after it -----------------------------------------
@@ -130,7 +86,7 @@ def get_instruction_model(device="cpu", name: str = "gpt2-medium", progress: boo
                 print(f"Loaded the chapter-7 model ({base_key}, instruction-tuned) from {shown(path)}.")
                 return model, base_key
             print(f"{shown(path)} was made from another configuration of {base_key}; fine-tuning again")
-    recipe = RECIPES["fallback" if base_key.startswith("tinystories") else "gpt2"]
+    recipe = recipe_for(RECIPES, base_key)
     print(f"No chapter-7 checkpoint for {base_key} at {shown(path)}: instruction fine-tuning it now "
           f"({recipe.epochs} epochs, lr {recipe.lr:g}).")
     train_entries = split_entries(load_instruction_data())[0]

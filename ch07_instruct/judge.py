@@ -24,8 +24,6 @@ GPT-2 355M when Llama 3 8B is the judge; the smaller default judge here may well
 from __future__ import annotations
 
 import json
-import math
-import numbers
 import os
 import re
 import threading
@@ -38,6 +36,8 @@ import httpx
 import ollama
 import pydantic
 from tqdm import tqdm  # plain text bar: no ipywidgets warning in notebooks
+
+from ch02_data.checks import finite_number
 
 from .data import check_entries
 
@@ -104,11 +104,8 @@ def _server_errors(host: str, model: str, timeout: float) -> Iterator[None]:
 
 def _check_timeout(timeout) -> float:
     """`timeout` as a float of seconds > 0, else a ValueError (0 would fail as 'no answer')."""
-    if isinstance(timeout, bool) or not isinstance(timeout, numbers.Real) or not (
-            0 < timeout < math.inf):
-        raise ValueError(f"timeout={timeout!r}; use a number of seconds > 0 (how long one "
-                         "request to the server may take in all)")
-    return float(timeout)
+    return finite_number("timeout", timeout, 0, above=True,
+                         meaning="seconds: how long one request to the server may take in all")
 
 
 def _within(timeout: float, client: ollama.Client, request: Callable[[], Result]) -> Result:

@@ -20,6 +20,8 @@ from collections.abc import Sequence
 
 from rouge_score import rouge_scorer
 
+from ch02_data.checks import positive_int
+
 QUOTES = "\"'`“”‘’«»"
 FINAL_PUNCTUATION = ".!?,;:…"
 
@@ -108,6 +110,5 @@ def short_answer_indices(references: Sequence[str], max_words: int = 3) -> list[
     """Indices of the references with 1 to `max_words` words (split on whitespace): the pairs
     on which `exact_match` means something."""
     _check_texts(references, "references")
-    if isinstance(max_words, bool) or not isinstance(max_words, int) or max_words < 1:
-        raise ValueError(f"max_words={max_words!r}; use a positive integer")
+    positive_int("max_words", max_words)
     return [i for i, ref in enumerate(references) if 1 <= len(ref.split()) <= max_words]

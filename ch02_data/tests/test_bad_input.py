@@ -74,7 +74,7 @@ def test_bpe_encode_of_something_else_than_a_str_is_named(gpt2, text):
 @pytest.mark.parametrize("vocab_size", [10, 256, 300.5, None, "300"])
 def test_bpe_training_vocab_size_must_be_an_int_above_the_bytes_and_specials(vocab_size):
     # 300.5 used to train 44 merges: a vocabulary of 301 ids, one more than asked for.
-    with pytest.raises(ValueError, match=rf"^vocab_size={vocab_size!r}; use an int >= 257 \(256 bytes \+ 1 special"):
+    with pytest.raises(ValueError, match=rf"^vocab_size={vocab_size!r}; use an integer >= 257 \(256 bytes \+ 1 special"):
         BPETokenizer.train("ab ab", vocab_size)
 
 
@@ -237,14 +237,14 @@ IDS = list(range(100, 121))  # 21 token ids
 @pytest.mark.parametrize("value", [0, -3, 2.0, None, True])
 def test_window_sizes_must_be_positive_ints(name, value):
     kwargs = {"max_length": 4, "stride": 2, name: value}
-    with pytest.raises(ValueError, match=rf"^{name}={value!r}; use an int >= 1 \("):
+    with pytest.raises(ValueError, match=rf"^{name}={value!r}; use an integer >= 1 \("):
         GPTDataset(IDS, **kwargs)
 
 
 @pytest.mark.parametrize("value", [0, -1, 2.0, None, False])
 def test_batch_size_must_be_a_positive_int(value):
     # batch_size=None used to turn batching off silently: items of shape (T,) instead of (B, T).
-    with pytest.raises(ValueError, match=rf"^batch_size={value!r}; use an int >= 1 \(the windows per batch\)"):
+    with pytest.raises(ValueError, match=rf"^batch_size={value!r}; use an integer >= 1 \(the windows per batch\)"):
         create_dataloader(IDS, batch_size=value, max_length=4, stride=2, drop_last=False)
 
 

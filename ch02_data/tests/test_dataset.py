@@ -125,5 +125,5 @@ def test_seeded_loader_bad_input(kwargs, message):
 
 
 def test_set_epoch_bad_input():
-    with pytest.raises(ValueError, match="epoch=-1; use an int >= 0"):
+    with pytest.raises(ValueError, match="epoch=-1; use an integer >= 0"):
         SeededSampler(4, seed=0).set_epoch(-1)

@@ -275,8 +275,8 @@ def test_interrupted_unpack_leaves_nothing_behind(no_mirror, tmp_path):
         (dict(url=[UNREACHABLE, None]), r"^url=\['http.*', None\]; give a URL"),
         (dict(unpack="gzip"), r"^unpack='gzip'; give a function unpack\(packed, out\), or None$"),
         (dict(packed_name="x.txt.gz"), r"^packed_name='x.txt.gz' without unpack; give both"),
-        (dict(retries=-1), r"^retries=-1; use an int >= 0"),
-        (dict(retries=1.5), r"^retries=1.5; use an int >= 0"),
+        (dict(retries=-1), r"^retries=-1; use an integer >= 0"),
+        (dict(retries=1.5), r"^retries=1.5; use an integer >= 0"),
     ],
 )
 def test_bad_arguments_are_refused_in_one_sentence(mirror, tmp_path, kwargs, message):

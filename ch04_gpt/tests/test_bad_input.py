@@ -21,16 +21,16 @@ def model() -> GPTModel:
 @pytest.mark.parametrize(
     "changes,message",
     [
-        (dict(n_layers=-1), "n_layers=-1; use an int >= 1"),
+        (dict(n_layers=-1), "n_layers=-1; use an integer >= 1"),
         (dict(n_layers=0), "n_layers=0"),
-        (dict(n_heads=0), "n_heads=0; use an int >= 1"),  # was a ZeroDivisionError
+        (dict(n_heads=0), "n_heads=0; use an integer >= 1"),  # was a ZeroDivisionError
         (dict(n_heads=-2), "n_heads=-2"),  # was accepted: 16 % -2 == 0
         (dict(emb_dim=0), "emb_dim=0"),
         (dict(vocab_size=0), "vocab_size=0"),
         (dict(context_length=0), "context_length=0"),
         (dict(ff_hidden_dim=0), "ff_hidden_dim=0"),
         (dict(n_layers=2.5), "n_layers=2.5"),
-        (dict(drop_rate=1.0), r"drop_rate=1.0; use a probability in \[0, 1\)"),
+        (dict(drop_rate=1.0), r"drop_rate=1.0; use a number in \[0, 1\) \(a probability\)"),
         (dict(drop_rate=-0.1), "drop_rate=-0.1"),
         (dict(drop_rate=float("nan")), "drop_rate=nan"),
     ],

@@ -40,7 +40,7 @@ def test_bad_temperature_is_one_sentence(model, bad):
 
 @pytest.mark.parametrize("bad", [0.0, float("nan"), float("inf")])
 def test_apply_temperature_names_the_value(bad):
-    with pytest.raises(ValueError, match=rf"temperature={bad!r}; apply_temperature needs a finite number > 0"):
+    with pytest.raises(ValueError, match=rf"temperature={bad!r}; use a finite number > 0 \(temperature 0 means greedy"):
         apply_temperature(torch.zeros(1, 3), bad)
 
 
@@ -75,9 +75,9 @@ def test_huge_temperature_with_top_k_stays_in_the_k():
 
 @pytest.mark.parametrize("bad", [0, -1, 2.5, True])
 def test_bad_top_k(model, bad):
-    with pytest.raises(ValueError, match=rf"top_k={bad!r}; use an int >= 1"):
+    with pytest.raises(ValueError, match=rf"top_k={bad!r}; use an integer >= 1"):
         generate(model, PROMPT, 2, temperature=1.0, top_k=bad)
-    with pytest.raises(ValueError, match=rf"k={bad!r}; use an int >= 1"):
+    with pytest.raises(ValueError, match=rf"k={bad!r}; use an integer >= 1"):
         top_k_filter(torch.zeros(1, 5), bad)
 
 
@@ -97,12 +97,12 @@ def test_bad_eos_id(model, bad):
 
 
 def test_context_size_zero_is_refused_not_replaced(model):
-    with pytest.raises(ValueError, match=rf"context_size=0; use an int in \[1, {CTX}\]"):
+    with pytest.raises(ValueError, match=rf"context_size=0; use an integer in \[1, {CTX}\]"):
         generate(model, PROMPT, 2, context_size=0)
 
 
 def test_max_new_tokens_must_be_an_int(model):
-    with pytest.raises(ValueError, match="max_new_tokens=2.5; use an int >= 0"):
+    with pytest.raises(ValueError, match="max_new_tokens=2.5; use an integer >= 0"):
         generate(model, PROMPT, 2.5)
 
 

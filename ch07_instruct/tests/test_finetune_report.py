@@ -1,4 +1,4 @@
-"""fine_tune (chapter 5's train with a recipe), respond_and_count, and score_responses."""
+"""fine_tune (chapter 5's, with this chapter's batches), respond_and_count, and score_responses."""
 
 import math
 import socket
@@ -35,7 +35,7 @@ def loader():
 
 def test_fine_tune_lowers_the_loss_and_restores_the_readable_path():
     model = tiny_model()
-    history = fine_tune(model, loader(), loader(), recipe=Recipe(lr=3e-3, lr_schedule="cosine"), epochs=4,
+    history = fine_tune(model, loader(), loader(), recipe=Recipe(lr=3e-3, epochs=4, lr_schedule="cosine"),
                         eval_every=2, progress=False)
     assert history.val_loss[-1] < history.val_loss[0]
     assert not any(getattr(m, "use_sdpa", False) or getattr(m, "fast", False) for m in model.modules())
@@ -43,7 +43,7 @@ def test_fine_tune_lowers_the_loss_and_restores_the_readable_path():
 
 def test_fine_tune_records_what_train_with_lm_loss_records():
     # fine_tune's loss is chunked_lm_loss: the same losses as lm_loss, step for step.
-    recipe = Recipe(lr=3e-3, lr_schedule="cosine")
+    recipe = Recipe(lr=3e-3, epochs=2, lr_schedule="cosine")
     history = fine_tune(tiny_model(), loader(), loader(), recipe=recipe, epochs=2, eval_every=2, progress=False)
     model = tiny_model().set_fast_path(True)
     reference = train(model, fast_adamw(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay),
@@ -58,14 +58,14 @@ def test_fine_tune_with_lora_changes_only_the_adapters():
     torch.manual_seed(1)
     model = add_lora(tiny_model(), rank=2, alpha=4)
     frozen = {n: p.clone() for n, p in model.named_parameters() if not p.requires_grad}
-    fine_tune(model, loader(), recipe=Recipe(lr=1e-2), epochs=1, progress=False)
+    fine_tune(model, loader(), recipe=Recipe(lr=1e-2, epochs=1), progress=False)
     assert all(torch.equal(p, frozen[n]) for n, p in model.named_parameters() if n in frozen)
     assert any(n.endswith(".B") and p.abs().sum() > 0 for n, p in model.named_parameters())
 
 
 def test_fine_tune_refuses_a_fully_frozen_model():
     with pytest.raises(ValueError, match="no trainable parameters"):
-        fine_tune(tiny_model().requires_grad_(False), loader(), progress=False)
+        fine_tune(tiny_model().requires_grad_(False), loader(), recipe=Recipe(lr=1e-2, epochs=1), progress=False)
 
 
 def test_respond_and_count_counts_new_tokens():
