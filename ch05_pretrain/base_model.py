@@ -25,6 +25,7 @@ import torch
 import torch.nn as nn
 
 from ch02_data import fast_dev_run
+from ch02_data.checks import positive_int
 from ch04_gpt import GPT_CONFIGS, GPTConfig, GPTModel
 
 from .device import move_to_device
@@ -177,8 +178,7 @@ def run_cost(model: nn.Module, batch, loss_fn, steps: int, *, alternative: str |
     The alternative's time is scaled by the weights a token passes through (`_matmul_params`),
     which is what a CPU's time follows; on a GPU it is rougher.
     """
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps={steps!r}; use an int >= 1")
+    steps = positive_int("steps", steps, "optimizer steps in the run")
     was_training = model.training
     model.train()
     batch = move_to_device(batch, next(model.parameters()).device)

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import torch
 
+from ch02_data.checks import number_in
 from ch04_gpt import GPT_CONFIGS, GPTConfig, GPTModel, load_hf_gpt2_weights
 from ch04_gpt.hf_weights import check_hf_shapes
 
@@ -277,9 +278,7 @@ def load_gpt2(name_or_dir: str | os.PathLike, device: str | torch.device = "cpu"
     not fit the config (another size, or weights in nn.Linear's layout instead of GPT-2's Conv1D
     layout), naming the file.
     """
-    if drop_rate is not None and (isinstance(drop_rate, bool) or not isinstance(drop_rate, (int, float))
-                                  or not 0 <= drop_rate < 1):
-        raise ValueError(f"drop_rate={drop_rate!r}; use a number in [0, 1) or None")
+    number_in("drop_rate", drop_rate, 0, 1, closed="[)", none_means="the checkpoint's own dropout")
     if isinstance(name_or_dir, str) and name_or_dir in GPT2_HUB:
         name = name_or_dir
         folder = local_folder(name)
