@@ -157,7 +157,8 @@ class RunCost:
                 f"{self.step_seconds:.2f} s, one step measured just now), peak memory about "
                 f"{self.peak_gb:.1f} GB")
         if self.alternative_minutes is not None:
-            text += f"; MODEL_NAME = {self.alternative!r} would take about {self.alternative_minutes:.0f} min"
+            label = SIZE_LABELS[self.alternative]
+            text += f"; GPT-2 {label} ({self.alternative!r}) would take about {self.alternative_minutes:.0f} min"
         return text + "."
 
 

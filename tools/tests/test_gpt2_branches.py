@@ -32,7 +32,8 @@ NOTEBOOKS = {
         "Estimated cost: about",
         "saved for the bonus chapters as ch07-instruct-gpt2.pt",
     ],
-    "bonus_dpo/bonus_dpo.ipynb": [TOOK_124M + " (gpt2-medium: fast mode", "model: gpt2, lr 5e-06"],
+    "bonus_dpo/bonus_dpo.ipynb": [TOOK_124M + " (gpt2-medium: fast mode", "model: gpt2, lr 5e-06",
+                                  "Estimated cost: about"],
     "bonus_distill/bonus_distill.ipynb": [TOOK_124M, "teacher: gpt2, 124.4M parameters"],
 }
 # Chapter 5 loads GPT-2 in one section: only its cells run, after the imports and this preamble
