@@ -128,11 +128,12 @@ def test_every_size_from_the_hub_verified_and_cached(standins, sha, hub, monkeyp
 def test_a_cached_file_needs_no_network(standins, sha, hub, monkeypatch, offline):
     from huggingface_hub import constants
 
-    _serve(hub, "gpt2-medium", standins / "gpt2-medium" / "model.safetensors", sha["gpt2-medium"])
-    gpt2_hub.download_from_hub("gpt2-medium")
+    _serve(hub, "gpt2", standins / "gpt2" / "model.safetensors", sha["gpt2"])
+    _pin(monkeypatch, "gpt2", sha["gpt2"])
+    gpt2_hub.download_from_hub("gpt2")
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", offline)
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing there: must not be asked
-    assert gpt2_hub.download_from_hub("gpt2-medium").is_file()
+    assert gpt2_hub.download_from_hub("gpt2").is_file()
 
 
 @pytest.mark.parametrize("pinned", [False, True], ids=["declared-sha", "pinned-sha"])
