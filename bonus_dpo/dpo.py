@@ -30,7 +30,7 @@ import torch.nn.functional as F
 
 from ch02_data import EOT_ID
 from ch02_data.checks import finite_number, positive_int
-from ch05_pretrain import NoTargetsError, move_to_device, unwrap
+from ch05_pretrain import NoTargetsError, move_to_device, set_dropout, unwrap
 
 from .data import REF_KEYS, _check_max_length, _pairs
 
@@ -176,33 +176,16 @@ def freeze(model: nn.Module) -> nn.Module:
     return model.eval()
 
 
-def dropout_off(model: nn.Module) -> nn.Module:
-    """Set every dropout probability in `model` to 0 (and its config's drop_rate, if it has one).
-
-    DPO compares the policy's log-probabilities with the reference's. With dropout on, the policy
-    in train mode is a random perturbation of the eval-mode reference: at step 0 the rewards are
-    noise instead of 0, and that noise is trained on. The book builds its DPO models with
-    drop_rate 0.0 for this reason, and so do we (chapter 5's `load_base_model` already loads GPT-2
-    that way; a model fine-tuned elsewhere may still carry GPT-2's 0.1).
-    """
-    for m in model.modules():
-        if isinstance(m, nn.Dropout):
-            m.p = 0.0
-    cfg = getattr(model, "cfg", None)
-    if cfg is not None and getattr(cfg, "drop_rate", 0.0) != 0.0 and hasattr(cfg, "replace"):
-        model.cfg = cfg.replace(drop_rate=0.0)
-    return model
-
-
 def policy_and_reference(model: nn.Module) -> tuple[nn.Module, nn.Module]:
     """(policy, reference): `model` itself, to be trained, with its dropout switched off
-    (`dropout_off`), and a frozen deep copy of it.
+    (chapter 5's `set_dropout`: the book builds its DPO models with drop_rate 0.0), and a frozen
+    deep copy of it.
 
     The copy (of the plain module inside any DDP or torch.compile wrapper) holds its own
     parameters, so optimizer steps on the policy never touch it. It costs one more model in
     memory; `precompute_reference_logps` avoids that.
     """
-    dropout_off(unwrap(model))
+    set_dropout(unwrap(model), 0.0)
     return model, freeze(copy.deepcopy(unwrap(model)))
 
 

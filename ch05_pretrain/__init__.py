@@ -9,7 +9,7 @@ from .gpt2_weights import iter_safetensors, load_gpt2
 from .losses import IGNORE_INDEX, NoTargetsError, evaluate, lm_loss, perplexity
 from .history import History
 from .train import lr_factor, train
-from .finetune import Recipe, fine_tune, recipe_for
+from .finetune import Recipe, fine_tune, recipe_for, set_dropout
 from .fallback import get_fallback_model  # noqa: E402  (after train: fallback imports it)
 from .base_model import BaseModel, RunCost, load_base_model, run_cost  # noqa: E402
 
@@ -48,6 +48,7 @@ __all__ = [
     "perplexity",
     "recipe_for",
     "run_cost",
+    "set_dropout",
     "sizes_in_gpt2_dir",
     "sample_next_token",
     "save_checkpoint",

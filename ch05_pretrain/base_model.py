@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import math
 import os
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +28,7 @@ from ch02_data.checks import positive_int
 from ch04_gpt import GPT_CONFIGS, GPTConfig, GPTModel
 
 from .device import move_to_device
+from .memory import PeakRSS
 from .fallback import checkpoint_dir, current_recipe, get_fallback_model, shown
 from .gpt2_hub import GPT2_DIR_ENV, GPT2_SIZES, GPT2Unavailable, local_folder
 from .gpt2_weights import load_gpt2
@@ -162,15 +162,6 @@ class RunCost:
         return text + "."
 
 
-def _peak_rss_gb() -> float | None:
-    try:
-        import resource
-    except ImportError:  # Windows
-        return None
-    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
-    return kb / 2**30 if sys.platform == "darwin" else kb / 2**20
-
-
 def run_cost(model: nn.Module, batch, loss_fn, steps: int, *, alternative: str | None = "gpt2",
              verbose: bool = True) -> RunCost:
     """Time one forward and backward pass of `loss_fn(model, batch)` (gradients are zeroed
@@ -183,14 +174,14 @@ def run_cost(model: nn.Module, batch, loss_fn, steps: int, *, alternative: str |
     was_training = model.training
     model.train()
     batch = move_to_device(batch, next(model.parameters()).device)
-    t0 = time.perf_counter()
-    loss = loss_fn(model, batch)
-    loss.backward()
-    seconds = time.perf_counter() - t0
+    with PeakRSS() as mem:  # this process's resident memory, sampled during the step
+        t0 = time.perf_counter()
+        loss_fn(model, batch).backward()
+        seconds = time.perf_counter() - t0
     model.zero_grad(set_to_none=True)
     model.train(was_training)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    peak = (_peak_rss_gb() or 0.0) + 8 * trainable / 2**30  # AdamW keeps two fp32 moments
+    peak = (mem.peak + 8 * trainable) / 2**30  # plus AdamW's two fp32 moments per trained weight
     alt_minutes = None
     cfg = getattr(model, "cfg", None)
     if alternative is not None and isinstance(cfg, GPTConfig) and not math.isclose(

@@ -34,6 +34,21 @@ class Recipe:
     seed: int = 123  # seeds torch before training (dropout) and the loaders' shuffle
 
 
+def set_dropout(model: nn.Module, p: float) -> nn.Module:
+    """Set every dropout probability of `model` to `p`, and its config's drop_rate with it.
+
+    The book fine-tunes without dropout (chapter 6 and 7), and DPO needs it off: a policy with
+    dropout in train mode would be a random perturbation of its eval-mode reference, so its
+    rewards at step 0 would be noise instead of 0."""
+    for m in model.modules():
+        if isinstance(m, nn.Dropout):
+            m.p = p
+    cfg = getattr(model, "cfg", None)
+    if hasattr(cfg, "replace") and getattr(cfg, "drop_rate", p) != p:
+        model.cfg = cfg.replace(drop_rate=p)
+    return model
+
+
 def recipe_for(recipes: dict[str, Recipe], base_key: str) -> Recipe:
     """`recipes["fallback"]` for chapter 5's TinyStories fallback model (a base key that starts
     with "tinystories"), else `recipes["gpt2"]` (any GPT-2 size)."""

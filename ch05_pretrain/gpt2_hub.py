@@ -22,13 +22,12 @@ size, the URL tried, the reason, and the two manual routes (GPT2_DIR, an HF_ENDP
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from ch02_data import DownloadError
+from ch02_data import DownloadError, sha256_of
 
 GPT2_DIR_ENV = "GPT2_DIR"
 DEFAULT_ENDPOINT = "https://huggingface.co"
@@ -112,15 +111,6 @@ def sizes_in_gpt2_dir() -> list[str]:
     return [name for name in GPT2_SIZES if local_folder(name) is not None]
 
 
-def sha256_file(path: str | os.PathLike, chunk: int = 2**22) -> str:
-    """Hex sha256 of a file, read in 4 MiB pieces."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _reason(error: BaseException) -> str:
     """A few words for a failed hub download, chosen by the exception's type (never its text)."""
     from huggingface_hub import constants
@@ -170,8 +160,7 @@ def download_from_hub(name: str) -> Path:
     """Path of size `name`'s verified model.safetensors in the Hugging Face cache, downloaded
     if needed (tqdm bar); raises GPT2Unavailable."""
     _check_name(name)
-    from huggingface_hub import constants, get_hf_file_metadata, hf_hub_download, hf_hub_url
-
+    from huggingface_hub import constants, get_hf_file_metadata, hf_hub_download
     from huggingface_hub.errors import LocalEntryNotFoundError
 
     f, url = GPT2_HUB[name], hub_url(name)
@@ -184,8 +173,7 @@ def download_from_hub(name: str) -> Path:
         # One request without retries first: an unreachable hub then fails in a second instead
         # of after huggingface_hub's five retries with backoff (23 s for each size tried).
         try:
-            get_hf_file_metadata(hf_hub_url(f.repo_id, WEIGHTS_FILE, revision=f.revision,
-                                            endpoint=endpoint()), timeout=10)
+            get_hf_file_metadata(url, timeout=10)
             path = hf_hub_download(**get)
         except Exception as e2:  # every hub, network and disk error becomes one sentence
             raise GPT2Unavailable(name, url, _reason(e2)) from e2
@@ -195,7 +183,7 @@ def download_from_hub(name: str) -> Path:
     if expected is None:
         raise GPT2Unavailable(name, url, "the hub declared no sha256 to check the file against "
                                          "(a cache without symlinks); use the GPT2_DIR route")
-    got = sha256_file(path)
+    got = sha256_of(path)
     if got != expected:
         _forget(path)
         raise GPT2Unavailable(name, url, f"sha256 mismatch: got {got[:12]}..., expected "

@@ -10,10 +10,9 @@ train, LoRA, the causal mask, dropout). The training itself is chapter 5's `fine
 from __future__ import annotations
 
 import torch
-import torch.nn as nn
 
 from ch04_gpt import GPTModel
-from ch05_pretrain import Recipe
+from ch05_pretrain import Recipe, set_dropout
 
 from .classifier import to_classifier
 from .lora import add_lora
@@ -30,14 +29,6 @@ RECIPES = {
     "gpt2": Recipe(lr=5e-5, epochs=5),
     "fallback": Recipe(lr=5e-4, epochs=5, lr_schedule="cosine"),
 }
-
-
-def set_dropout(model: nn.Module, p: float) -> nn.Module:
-    """Set every dropout probability of `model` to p (the book fine-tunes with 0.0)."""
-    for m in model.modules():
-        if isinstance(m, nn.Dropout):
-            m.p = p
-    return model
 
 
 def prepare_classifier(

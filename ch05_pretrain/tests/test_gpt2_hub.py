@@ -18,7 +18,8 @@ import torch
 from ch04_gpt import GPT_CONFIGS, GPTModel
 from ch04_gpt.hf_weights import check_hf_shapes
 from ch05_pretrain import gpt2_hub, gpt2_weights, load_base_model, load_gpt2
-from ch05_pretrain.gpt2_hub import GPT2_HUB, GPT2Unavailable, sha256_file
+from ch02_data import sha256_of as sha256_file
+from ch05_pretrain.gpt2_hub import GPT2_HUB, GPT2Unavailable
 from ch05_pretrain.gpt2_weights import read_safetensors_header
 from ch05_pretrain.tests.fake_hub import FakeHub
 from tools.gpt2_standins import write_standin
