@@ -31,7 +31,7 @@ import nbformat
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 
-from tools.notebook_stamp import make_stamp, mark_stamped
+from tools.notebook_stamp import cell_hash, make_stamp, mark_stamped
 from tools.output_numbers import moved
 from tools.rerun_all import format_table, notebook_order
 
@@ -69,6 +69,24 @@ def tidy(nb: nbformat.NotebookNode) -> list[str]:
     return warnings
 
 
+def merge_into_current(ran: nbformat.NotebookNode, path: Path) -> nbformat.NotebookNode:
+    """The notebook as it is on disk now, with the outputs and stamp of `ran`.
+
+    A run takes minutes; markdown edited meanwhile (text, a figure) is kept. If a code cell was
+    added, removed or edited meanwhile, the outputs would not belong to it: `ran` is returned."""
+    current = nbformat.read(path, as_version=4)
+    ran_code = [c for c in ran.cells if c.cell_type == "code"]
+    cur_code = [c for c in current.cells if c.cell_type == "code"]
+    if [cell_hash(c.source) for c in ran_code] != [cell_hash(c.source) for c in cur_code]:
+        if current != ran:
+            print(f"{path.name}: code cells changed during the run; writing the notebook as it ran", file=sys.stderr)
+        return ran
+    for mine, theirs in zip(cur_code, ran_code):
+        mine.outputs, mine.execution_count, mine.metadata = theirs.outputs, theirs.execution_count, theirs.metadata
+    current.metadata["stamp"] = ran.metadata["stamp"]
+    return current
+
+
 def run(path: Path, fast: bool, timeout: int) -> float:
     """Execute the notebook at `path` in place; return its wall-clock time in seconds."""
     nb = nbformat.read(path, as_version=4)
@@ -84,7 +102,7 @@ def run(path: Path, fast: bool, timeout: int) -> float:
     for warning in tidy(nb):
         print(f"{path.name}: {warning}", file=sys.stderr)
     nb.metadata["stamp"] = make_stamp(nb, seconds, "fast" if fast else "full", REPO_ROOT)
-    nbformat.write(nb, path)
+    nbformat.write(merge_into_current(nb, path), path)
     if not fast and path.is_relative_to(REPO_ROOT):
         mark_stamped(path.relative_to(REPO_ROOT).as_posix(), REPO_ROOT)
     return seconds

@@ -197,3 +197,12 @@ def test_the_hash_without_git_is_the_hash_with_git(repo, monkeypatch):
 
     monkeypatch.setattr(stamp_module, "git", no_git)
     assert package_hash("ch05_b", repo) == with_git
+
+
+def test_grading_markers_do_not_change_a_cells_hash_but_code_does():
+    from tools.notebook_stamp import cell_hash
+
+    plain = "def f(x):\n    return x + 1\n"
+    marked = "def f(x):\n    ### BEGIN SOLUTION\n    return x + 1\n    ### END SOLUTION\n"
+    assert cell_hash(marked) == cell_hash(plain)
+    assert cell_hash(plain.replace("+ 1", "+ 2")) != cell_hash(plain)

@@ -26,3 +26,33 @@ def test_tidy_merges_streams_drops_timestamps_and_flags_absolute_paths():
     assert "execution" not in nb.cells[0].metadata
     assert [o.text for o in nb.cells[0].outputs] == ["a 100%\n", f"saved to {REPO_ROOT}/x.pt\n"]
     assert warnings == ["cell 0: an output prints an absolute path"]
+
+
+def _nb(*cells):
+    return nbformat.v4.new_notebook(cells=list(cells))
+
+
+def test_markdown_edited_during_a_run_is_kept_and_gets_the_outputs(tmp_path):
+    from tools.run_notebook import merge_into_current
+
+    path = tmp_path / "n.ipynb"
+    ran = _nb(nbformat.v4.new_markdown_cell("old text"), nbformat.v4.new_code_cell("print(1)"))
+    ran.cells[1].outputs = [nbformat.v4.new_output("stream", name="stdout", text="1\n")]
+    ran.metadata["stamp"] = {"mode": "full"}
+    # meanwhile: the text edited, a figure cell added, a grading marker put in the code cell
+    nbformat.write(_nb(nbformat.v4.new_markdown_cell("new text"), nbformat.v4.new_markdown_cell("![f](f.svg)"),
+                       nbformat.v4.new_code_cell("### BEGIN SOLUTION\nprint(1)\n### END SOLUTION")), path)
+    merged = merge_into_current(ran, path)
+    assert [c.source for c in merged.cells[:2]] == ["new text", "![f](f.svg)"]
+    assert merged.cells[2].source.startswith("### BEGIN SOLUTION")
+    assert merged.cells[2].outputs[0].text == "1\n"
+    assert merged.metadata["stamp"] == {"mode": "full"}
+
+
+def test_code_edited_during_a_run_leaves_the_notebook_as_it_ran(tmp_path):
+    from tools.run_notebook import merge_into_current
+
+    path = tmp_path / "n.ipynb"
+    ran = _nb(nbformat.v4.new_code_cell("print(1)"))
+    nbformat.write(_nb(nbformat.v4.new_code_cell("print(2)")), path)
+    assert merge_into_current(ran, path) is ran
