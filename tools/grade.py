@@ -139,6 +139,8 @@ def _reason(error: dict, diagnosis: dict, first_error: int | None) -> str:
     ename, evalue = error.get("ename", "Error"), error.get("evalue", "")
     where = diagnosis.get("where", "")
     if ename == "NotImplementedError":
+        if where == "<module>":  # a piece written at the cell's top level, not in a function
+            return "not implemented (the cell raises NotImplementedError)"
         return f"not implemented ({where} raises NotImplementedError)" if where else "not implemented"
     if ename == "AssertionError":
         why = diagnosis.get("assert") or "an assert failed"
