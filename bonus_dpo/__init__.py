@@ -4,9 +4,11 @@ from .data import (
     DATA_NAME,
     PreferenceDataset,
     check_preference_entries,
+    distinct_pairs,
     encode_preference,
     load_preference_data,
     make_preference_loader,
+    pair_origins,
     preference_collate,
     split_preference,
 )
@@ -21,6 +23,7 @@ from .dpo import (
     sequence_logprobs_from_hidden,
 )
 from .metrics import METRIC_NAMES, dpo_metrics, preference_stats
+from .style import politeness_scorer
 from .synth import TONES, make_preference_pairs, rewrite_prompt
 
 __all__ = [
@@ -30,6 +33,7 @@ __all__ = [
     "TONES",
     "PreferenceDataset",
     "check_preference_entries",
+    "distinct_pairs",
     "dpo_loss",
     "dpo_metrics",
     "encode_preference",
@@ -38,6 +42,8 @@ __all__ = [
     "make_preference_pairs",
     "make_preference_loader",
     "pair_logprobs",
+    "pair_origins",
+    "politeness_scorer",
     "policy_and_reference",
     "precompute_reference_logps",
     "preference_collate",

@@ -67,6 +67,28 @@ def load_preference_data() -> list[dict]:
         return check_preference_entries(json.load(f), DATA_NAME)
 
 
+def pair_origins(entries: Sequence[dict]) -> dict[str, int]:
+    """How the book made each pair: it kept chapter 7's `output` as one side and had an LLM
+    rewrite it, politer or ruder, for the other. Counts of entries whose "chosen" is the original
+    output, whose "rejected" is, and whose two sides are identical (nothing to prefer)."""
+    entries = check_preference_entries(entries)
+    with_output = [e for e in entries if "output" in e]
+    return {
+        "entries": len(entries),
+        "chosen is the original output": sum(e["chosen"] == e["output"] for e in with_output),
+        "rejected is the original output": sum(e["rejected"] == e["output"] for e in with_output),
+        "neither is": sum(e["output"] not in (e["chosen"], e["rejected"]) for e in with_output),
+        "identical pairs": sum(e["chosen"] == e["rejected"] for e in entries),
+    }
+
+
+def distinct_pairs(entries: Sequence[dict]) -> list[dict]:
+    """The entries whose chosen and rejected responses differ. An identical pair has margin 0
+    whatever the model does: its loss stays log 2 and its gradients cancel, so it only dilutes
+    the batch."""
+    return [e for e in check_preference_entries(entries) if e["chosen"] != e["rejected"]]
+
+
 def split_preference(
     entries: Sequence[dict], seed: int | None = 123
 ) -> tuple[list[dict], list[dict], list[dict]]:

@@ -216,14 +216,21 @@ class DPOLoss:
         fast: compute the log-probs with `pair_logprobs(..., fast=True)`, the output head on the
             response positions only (a plain GPTModel; the same numbers, several times faster
             when the vocabulary dominates the model's cost).
+        sft_weight: add this many times the chosen responses' negative log-likelihood per token
+            (the mean over the batch) to the loss: DPO plus a supervised term, as in RPO (Pang et
+            al. 2024). DPO alone can lower the probability of the chosen answers too, as long as
+            the rejected ones fall faster; the extra term holds the chosen ones up. 0 (the
+            default) is plain DPO.
 
     A batch in which every pair was dropped (0 rows) raises `NoTargetsError` before any
     forward pass; `train` skips it and `evaluate` leaves it out.
     """
 
     def __init__(self, reference_model: nn.Module | None = None, beta: float = 0.1,
-                 average: bool = False, fast: bool = False):
+                 average: bool = False, fast: bool = False, sft_weight: float = 0.0):
         _check_beta(beta)
+        finite_number("sft_weight", sft_weight, 0, meaning="0 is plain DPO; RPO uses 1")
+        self.sft_weight = float(sft_weight)
         self.reference = None if reference_model is None else freeze(reference_model)
         self.beta = beta
         self.average = average
@@ -265,7 +272,8 @@ class DPOLoss:
         self._checked.add(id(model))
 
     def terms(self, model: nn.Module, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """`dpo_loss`'s (loss, chosen_rewards, rejected_rewards) for one batch."""
+        """`dpo_loss`'s (loss, chosen_rewards, rejected_rewards) for one batch; the loss includes
+        the supervised term when `sft_weight` is above 0."""
         _check_batch(batch)
         if batch["chosen"].shape[0] == 0:
             raise NoTargetsError(f"every pair of this batch was dropped ({batch.get('dropped')} "
@@ -273,7 +281,12 @@ class DPOLoss:
                                  "loss; raise max_length or shorten the prompts")
         policy_chosen, policy_rejected = pair_logprobs(model, batch, self.average, self.fast)
         ref_chosen, ref_rejected = self.reference_logps(model, batch)
-        return dpo_loss(policy_chosen, policy_rejected, ref_chosen, ref_rejected, self.beta)
+        loss, chosen_rewards, rejected_rewards = dpo_loss(policy_chosen, policy_rejected, ref_chosen,
+                                                          ref_rejected, self.beta)
+        if self.sft_weight > 0:
+            per_token = policy_chosen if self.average else policy_chosen / _response_counts(batch["chosen_mask"])
+            loss = loss - self.sft_weight * per_token.mean()  # + weight * NLL per token of the chosen
+        return loss, chosen_rewards, rejected_rewards
 
     def __call__(self, model: nn.Module, batch: dict) -> torch.Tensor:
         return self.terms(model, batch)[0]
