@@ -14,6 +14,7 @@ from .data import (
     split_entries,
 )
 from .finetune import (
+    MASK_PROMPT,
     RECIPES,
     Recipe,
     fine_tune,
@@ -36,6 +37,7 @@ from .scores import exact_match, normalize_answer, rouge_l, rouge_l_scores, shor
 
 __all__ = [
     "ALPACA_PREAMBLE",
+    "MASK_PROMPT",
     "InstructionDataset",
     "RECIPES",
     "Recipe",
