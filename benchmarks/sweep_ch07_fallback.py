@@ -37,7 +37,7 @@ ap.add_argument("--test", action="store_true")
 ap.add_argument("--out", required=True)
 a = ap.parse_args()
 torch.set_num_threads(1)
-tr, va, te = split_entries(load_instruction_data())
+tr, va, test_entries = split_entries(load_instruction_data())
 model, info = get_fallback_model()
 model = copy.deepcopy(model)
 ds = InstructionDataset(tr, max_length=model.cfg.context_length)
@@ -73,8 +73,8 @@ log["val"][a.epochs] = rouge_l(vr, [e["output"] for e in va])
 print(f"final val ROUGE-L {log['val'][a.epochs]:.3f} ({time.time()-t0:.0f}s)", flush=True)
 if a.test:
     with torch.no_grad():
-        tr_ = generate_responses(model, te, max_new_tokens=128, progress=False)
-    log["test"] = rouge_l(tr_, [e["output"] for e in te])
+        tr_ = generate_responses(model, test_entries, max_new_tokens=128, progress=False)
+    log["test"] = rouge_l(tr_, [e["output"] for e in test_entries])
     log["test_responses"] = tr_
     print(f"test ROUGE-L {log['test']:.3f}", flush=True)
 log["val_responses"] = vr

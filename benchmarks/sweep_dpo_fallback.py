@@ -35,8 +35,8 @@ ap.add_argument("--out", required=True)
 a = ap.parse_args()
 torch.set_num_threads(1)
 tok = gpt2_encoding()
-tr, va, te = split_preference(load_preference_data())
-evalset = va if a.split == "val" else te
+tr, va, test_entries = split_preference(load_preference_data())
+evalset = va if a.split == "val" else test_entries
 scorer = politeness_scorer(tr)
 base, _ = get_fallback_model()
 model = copy.deepcopy(base)
