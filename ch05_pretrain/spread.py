@@ -51,16 +51,20 @@ def _quantiles(samples: list[float], level: float) -> tuple[float, float]:
     return lo, hi
 
 
+def _resample_means(values: list[float], resamples: int, seed: int) -> list[float]:
+    """The mean of each of `resamples` resamples of `values` (drawn with replacement, seeded)."""
+    rng = random.Random(seed)
+    n = len(values)
+    return [sum(values[rng.randrange(n)] for _ in range(n)) / n for _ in range(resamples)]
+
+
 def bootstrap_interval(scores: Sequence[float], level: float = 0.95, resamples: int = 2000,
                        seed: int = 0) -> tuple[float, float, float]:
     """(mean, low, high): the mean of per-item `scores` and its percentile bootstrap interval."""
     scores = _numbers("scores", scores)
     _check_level(level)
     positive_int("resamples", resamples)
-    rng = random.Random(seed)
-    n = len(scores)
-    means = [sum(scores[rng.randrange(n)] for _ in range(n)) / n for _ in range(resamples)]
-    return (sum(scores) / n, *_quantiles(means, level))
+    return (sum(scores) / len(scores), *_quantiles(_resample_means(scores, resamples, seed), level))
 
 
 def paired_bootstrap(a: Sequence[float], b: Sequence[float], level: float = 0.95, resamples: int = 2000,
@@ -71,11 +75,12 @@ def paired_bootstrap(a: Sequence[float], b: Sequence[float], level: float = 0.95
     if len(a) != len(b):
         raise ValueError(f"a has {len(a)} scores and b {len(b)}; a paired comparison needs one score per item in each")
     diffs = [x - y for x, y in zip(a, b)]
-    mean, low, high = bootstrap_interval(diffs, level, resamples, seed)
-    rng = random.Random(seed)
-    n = len(diffs)
-    wins = sum(sum(diffs[rng.randrange(n)] for _ in range(n)) > 0 for _ in range(resamples))
-    return {"diff": mean, "low": low, "high": high, "a_wins": wins / resamples}
+    _check_level(level)
+    positive_int("resamples", resamples)
+    means = _resample_means(diffs, resamples, seed)  # one set of resamples for the interval and the wins
+    low, high = _quantiles(means, level)
+    return {"diff": sum(diffs) / len(diffs), "low": low, "high": high,
+            "a_wins": sum(m > 0 for m in means) / resamples}
 
 
 def beyond_spread(diff: float, spread: float) -> bool:
