@@ -1,7 +1,8 @@
 """The corpus, the teacher and student, and the batches that pair text with stored targets.
 
 - `load_corpus`: TinyStories token ids, split as chapter 5's fallback model was trained (its
-  validation stories are held out here too).
+  validation stories are held out here too, halved into a validation set for choices and a
+  test set for the reported numbers).
 - `load_teacher`: OpenAI's GPT-2 124M where its weights can be had, else chapter 5's fallback.
 - `student_config`: the small model both kinds of distillation train.
 - `DistillDataset`: windows of the corpus with the teacher's stored predictions for them.
@@ -29,22 +30,26 @@ from .targets import TeacherTargets, as_token_tensor
 @dataclass(frozen=True)
 class Corpus:
     train_ids: torch.Tensor  # (N,) int64: the distillation corpus
-    val_ids: torch.Tensor  # (M,) int64: held-out stories, never seen by teacher or student
+    val_ids: torch.Tensor  # (M,) int64: held-out stories for choices (T, alpha, k, steps)
+    test_ids: torch.Tensor  # (M',) int64: other held-out stories, for the numbers reported
 
 
 def load_corpus(n_train_tokens: int | None = None) -> Corpus:
     """TinyStories as token ids: the first `n_train_tokens` of the stories chapter 5's fallback
-    model trained on (all when None), and its held-out validation stories."""
+    model trained on (all when None), and its held-out validation stories split in two at a
+    story boundary: the first half to choose settings on (`val_ids`), the second to report on
+    (`test_ids`). Neither the teacher nor the student trains on either."""
     recipe = current_recipe()
     text = fetch(DATA_FILE).read_text(encoding="utf-8")[: recipe.text_chars]
-    train_text, val_text = split_text(text, recipe.val_fraction)
+    train_text, held_out = split_text(text, recipe.val_fraction)
+    val_text, test_text = split_text(held_out, 0.5)
     encode = gpt2_encoding().encode
-    train = torch.tensor(encode(train_text, allowed_special={"<|endoftext|>"}), dtype=torch.int64)
-    val = torch.tensor(encode(val_text, allowed_special={"<|endoftext|>"}), dtype=torch.int64)
+    train, val, test = (torch.tensor(encode(part, allowed_special={"<|endoftext|>"}), dtype=torch.int64)
+                        for part in (train_text, val_text, test_text))
     if n_train_tokens is not None:
         n_train_tokens = positive_int("n_train_tokens", n_train_tokens, "tokens of training text")
         train = train[:n_train_tokens]
-    return Corpus(train, val)
+    return Corpus(train, val, test)
 
 
 def load_teacher(device="cpu", name: str = "gpt2") -> tuple[GPTModel, str]:

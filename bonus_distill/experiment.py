@@ -32,15 +32,18 @@ class StudentResult:
     seconds: float  # wall time of the training run
     peak_rss_mb: float  # the process's peak resident memory during training
     peak_rss_increase_mb: float  # ... above what it held when training started
+    test_loss: float | None = None  # on `test_ids` when train_student was given them
     curve: list[tuple[int, float]] = field(default_factory=list)  # (step, val loss)
     model: GPTModel | None = field(default=None, repr=False)
 
     def row(self) -> dict:
-        return {"run": self.name, "val loss": round(self.val_loss, 3),
-                "val perplexity": round(self.val_perplexity, 1),
-                "stored bytes/token": self.bytes_per_token,
-                "seconds": round(self.seconds, 1),
-                "peak RSS +MB": round(self.peak_rss_increase_mb)}
+        row = {"run": self.name, "val loss": round(self.val_loss, 3),
+               "val perplexity": round(self.val_perplexity, 1)}
+        if self.test_loss is not None:
+            row["test loss"] = round(self.test_loss, 3)
+        return row | {"stored bytes/token": self.bytes_per_token,
+                      "seconds": round(self.seconds, 1),
+                      "peak RSS +MB": round(self.peak_rss_increase_mb)}
 
 
 def val_loader_for(val_ids: torch.Tensor, context_length: int, batch_size: int = 16):
@@ -65,6 +68,7 @@ def train_student(
     seed: int = 123,
     progress: bool = True,
     keep_model: bool = False,
+    test_ids: torch.Tensor | None = None,
 ) -> StudentResult:
     """Train a fresh student of configuration `cfg` for `steps` steps of `batch_size` windows of
     `dataset` with `loss_fn` (any `(model, batch) -> loss`), and score it on `val_ids`.
@@ -73,7 +77,9 @@ def train_student(
     the fast path (fused kernels, tested equal to the readable path in chapter 4) with AdamW at
     `lr`, 5% warm-up and cosine decay. Validation: `lm_loss` on the first `eval_batches`
     held-out batches every `eval_every` steps (the curve; 4 batches of 16 x 128 tokens by
-    default, so the curve costs little) and on all of them at the end (the result).
+    default, so the curve costs little) and on all of them at the end (the result). Choose
+    settings on that validation loss; give `test_ids` (stories used for no choice) to get the
+    loss to report, `test_loss`, scored once at the end.
     """
     steps = positive_int("steps", steps, "optimizer steps")
     torch.manual_seed(seed)
@@ -93,7 +99,8 @@ def train_student(
               lr_schedule="cosine", on_eval=record, device=device, progress=progress, seed=seed)
     seconds = time.perf_counter() - t0
     val_loss = evaluate(student, val_loader, lm_loss)
+    test_loss = None if test_ids is None else evaluate(student, val_loader_for(test_ids, cfg.context_length), lm_loss)
     student.set_fast_path(False).eval()
     return StudentResult(name, val_loss, perplexity(val_loss), bytes_per_token, seconds,
-                         memory.peak / 2**20, memory.peak_increase / 2**20, curve,
+                         memory.peak / 2**20, memory.peak_increase / 2**20, test_loss, curve,
                          student if keep_model else None)

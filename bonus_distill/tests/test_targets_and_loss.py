@@ -339,3 +339,31 @@ def test_sampled_targets_need_the_loss_made_for_them(tmp_path, corpus):
     top = batch_of(DistillDataset(corpus, TeacherTargets(tmp_path / "t.bin")), 2)
     with pytest.raises(ValueError, match="for sampled targets but the batch holds top-k ones"):
         DistillLoss(sampled=True)(tiny(), top)
+
+
+def test_validation_and_test_stories_are_separate_halves_of_the_held_out_text():
+    from bonus_distill import load_corpus
+
+    corpus = load_corpus(1000)  # the data mirror or the cached download
+    val, test = corpus.val_ids, corpus.test_ids
+    assert len(corpus.train_ids) == 1000
+    assert 0.4 < len(val) / (len(val) + len(test)) < 0.6
+    assert int(test[0]) == EOT_ID  # the cut falls on a story boundary: test starts at a marker
+    assert not torch.equal(val[:64], test[:64])
+
+
+def test_a_student_reports_a_test_loss_only_when_given_test_stories(corpus):
+    from bonus_distill import train_student
+    from ch02_data import GPTDataset
+
+    cfg = GPTConfig(vocab_size=V, context_length=T, emb_dim=16, n_heads=2, n_layers=1, drop_rate=0.0)
+    dataset = GPTDataset(corpus, max_length=T, stride=T)
+    val, test = corpus[:3 * T + 1], corpus[3 * T:]
+    common = dict(cfg=cfg, dataset=dataset, loss_fn=lambda m, b: F.cross_entropy(
+        m(b[0]).flatten(0, 1), b[1].flatten()), val_ids=val, steps=2, batch_size=2, progress=False)
+    without = train_student("a", **common)
+    with_test = train_student("a", test_ids=test, **common)
+    assert without.test_loss is None and "test loss" not in without.row()
+    assert with_test.val_loss == pytest.approx(without.val_loss)  # same seed, same run
+    assert with_test.test_loss is not None and with_test.test_loss != pytest.approx(with_test.val_loss)
+    assert with_test.row()["test loss"] == round(with_test.test_loss, 3)
