@@ -28,6 +28,17 @@ def test_tidy_merges_streams_drops_timestamps_and_flags_absolute_paths():
     assert warnings == ["cell 0: an output prints an absolute path"]
 
 
+def test_tidy_drops_the_missing_ipywidgets_warning_and_keeps_the_rest():
+    cell = nbformat.v4.new_code_cell("import x")
+    cell.outputs = [nbformat.v4.new_output("stream", name="stderr", text=(
+        "/opt/py/lib/python3.11/site-packages/tqdm/auto.py:21: TqdmWarning: IProgress not found. "
+        "Please update jupyter and ipywidgets.\n  from .autonotebook import tqdm as notebook_tqdm\n"
+        "Base model: the fallback\n"))]
+    nb = nbformat.v4.new_notebook(cells=[cell])
+    assert tidy(nb) == []
+    assert [o.text for o in nb.cells[0].outputs] == ["Base model: the fallback\n"]
+
+
 def _nb(*cells):
     return nbformat.v4.new_notebook(cells=list(cells))
 
