@@ -194,7 +194,13 @@ def main(args: argparse.Namespace) -> dict:
     """Train as one rank of the job and return the summary (rank 0 also writes it to --out)."""
     ranks = setup_distributed()
     try:
-        return _run(args, ranks)
+        summary = _run(args, ranks)
+        if dist.is_initialized():
+            # Every rank finishes its last collective before any rank closes its connections;
+            # a rank tearing down while a peer still talks to it can abort the peer (SIGABRT).
+            # Only on success: after an error, the other ranks may be inside another collective.
+            dist.barrier()
+        return summary
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()

@@ -52,6 +52,16 @@ def two_ranks(tmp_path_factory) -> tuple[dict, dict]:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
            "-m", "ch05_pretrain.pretrain_ddp", *TINY, "--out", str(out), "--checkpoint", str(ckpt)]
     result = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    if result.returncode != 0 and "SIGABRT" in result.stderr and out.exists():
+        # Once in CI (torch 2.13, 2-core runner) a rank aborted in gloo's teardown after the job
+        # had finished and written its summary; this machine never repeated it in 27 runs, idle
+        # or loaded. Such an abort is retried once; any other failure, or a second one, fails.
+        first = result.stderr[-1500:]
+        out.unlink()
+        result = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True,
+                                timeout=300)
+        if result.returncode != 0:
+            result.stderr = f"{first}\n--- second run ---\n{result.stderr}"
     assert result.returncode == 0, (
         f"torchrun failed:\n{result.stdout[-3000:]}{result.stderr[-3000:]}")
     return json.loads(out.read_text(encoding="utf-8")), load_checkpoint(ckpt)
