@@ -23,12 +23,15 @@ from .dpo import (
     sequence_logprobs_from_hidden,
 )
 from .metrics import METRIC_NAMES, dpo_metrics, preference_stats
+from .recipe import DPO_RECIPES, DPORecipe, dpo_recipe
 from .style import politeness_scorer
 from .synth import TONES, make_preference_pairs, rewrite_prompt
 
 __all__ = [
     "DATA_NAME",
     "DPOLoss",
+    "DPORecipe",
+    "DPO_RECIPES",
     "METRIC_NAMES",
     "TONES",
     "PreferenceDataset",
@@ -36,6 +39,7 @@ __all__ = [
     "distinct_pairs",
     "dpo_loss",
     "dpo_metrics",
+    "dpo_recipe",
     "encode_preference",
     "freeze",
     "load_preference_data",

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 
 from ch02_data.checks import positive_int
 
-__all__ = ["bootstrap_interval", "paired_bootstrap", "seed_spread", "beyond_spread"]
+__all__ = ["accuracy_interval", "bootstrap_interval", "paired_bootstrap", "seed_spread", "beyond_spread"]
 
 
 def _numbers(name: str, values) -> list[float]:
@@ -65,6 +65,18 @@ def bootstrap_interval(scores: Sequence[float], level: float = 0.95, resamples: 
     _check_level(level)
     positive_int("resamples", resamples)
     return (sum(scores) / len(scores), *_quantiles(_resample_means(scores, resamples, seed), level))
+
+
+def accuracy_interval(acc: float, n: int, level: float = 0.95, resamples: int = 2000,
+                      seed: int = 0) -> tuple[float, float]:
+    """(low, high): the bootstrap interval of an accuracy `acc` measured on `n` items, when only
+    the accuracy was kept (round(acc * n) items right, the rest wrong)."""
+    positive_int("n", n)
+    if not (isinstance(acc, (int, float)) and 0 <= acc <= 1):
+        raise ValueError(f"acc is {acc!r}; give an accuracy between 0 and 1")
+    right = round(acc * n)
+    _, low, high = bootstrap_interval([1.0] * right + [0.0] * (n - right), level, resamples, seed)
+    return low, high
 
 
 def paired_bootstrap(a: Sequence[float], b: Sequence[float], level: float = 0.95, resamples: int = 2000,
