@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -111,16 +113,27 @@ def sizes_in_gpt2_dir() -> list[str]:
     return [name for name in GPT2_SIZES if local_folder(name) is not None]
 
 
+@contextmanager
+def _no_ipywidgets_warning():
+    """Import huggingface_hub inside this. It imports `tqdm.auto`, which in a Jupyter kernel without
+    ipywidgets warns "IProgress not found" and prints the path of the reader's site-packages; the
+    plain text bar it falls back to works, so the warning only clutters the notebook."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="IProgress not found")
+        yield
+
+
 def _reason(error: BaseException) -> str:
     """A few words for a failed hub download, chosen by the exception's type (never its text)."""
-    from huggingface_hub import constants
-    from huggingface_hub.errors import (
-        EntryNotFoundError,
-        HfHubHTTPError,
-        LocalEntryNotFoundError,
-        RepositoryNotFoundError,
-        RevisionNotFoundError,
-    )
+    with _no_ipywidgets_warning():
+        from huggingface_hub import constants
+        from huggingface_hub.errors import (
+            EntryNotFoundError,
+            HfHubHTTPError,
+            LocalEntryNotFoundError,
+            RepositoryNotFoundError,
+            RevisionNotFoundError,
+        )
 
     if isinstance(error, LocalEntryNotFoundError):
         if constants.is_offline_mode():
@@ -160,8 +173,9 @@ def download_from_hub(name: str) -> Path:
     """Path of size `name`'s verified model.safetensors in the Hugging Face cache, downloaded
     if needed (tqdm bar); raises GPT2Unavailable."""
     _check_name(name)
-    from huggingface_hub import constants, get_hf_file_metadata, hf_hub_download
-    from huggingface_hub.errors import LocalEntryNotFoundError
+    with _no_ipywidgets_warning():
+        from huggingface_hub import constants, get_hf_file_metadata, hf_hub_download
+        from huggingface_hub.errors import LocalEntryNotFoundError
 
     f, url = GPT2_HUB[name], hub_url(name)
     get = dict(repo_id=f.repo_id, filename=WEIGHTS_FILE, revision=f.revision, endpoint=endpoint())

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -221,3 +223,33 @@ def test_base_model_fast_mode_never_downloads(hub, monkeypatch, capsys, tmp_path
 def test_base_model_rejects_an_unknown_name():
     with pytest.raises(ValueError, match=r"name='gpt3' is not a GPT-2 size"):
         load_base_model("gpt3")
+
+
+# A Jupyter kernel as tqdm.autonotebook detects one (ipykernel.zmqshell imported, a shell that is not
+# a Qt console), in a fresh interpreter where huggingface_hub has not been imported yet.
+_IN_A_KERNEL = """
+import sys, types, warnings
+warnings.simplefilter("always")
+sys.modules["ipykernel.zmqshell"] = types.ModuleType("ipykernel.zmqshell")
+class ZMQInteractiveShell: pass
+import IPython
+IPython.get_ipython = lambda: ZMQInteractiveShell()
+{call}
+"""
+
+
+@pytest.mark.parametrize("call, warns", [
+    ("from huggingface_hub import hf_hub_download", True),  # the library alone warns
+    ("from ch05_pretrain.gpt2_hub import _reason; _reason(OSError('offline'))", False),
+])
+def test_no_ipywidgets_warning_in_a_kernel_without_ipywidgets(call, warns):
+    pytest.importorskip("IPython")
+    try:
+        import ipywidgets  # noqa: F401
+        pytest.skip("ipywidgets is installed: tqdm has its widget and never warns")
+    except ImportError:
+        pass
+    result = subprocess.run([sys.executable, "-c", _IN_A_KERNEL.format(call=call)], capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert ("IProgress not found" in result.stderr) == warns, result.stderr[-2000:]
