@@ -8,6 +8,8 @@ one chapter only: a chapter notebook passes the grader exactly when its graded c
 fast mode, and nbval executes every chapter notebook in fast mode in the same test run, so a graded
 cell that fails there fails CI (`test_every_chapter_notebook_runs_under_nbval` keeps it that way)."""
 
+from pathlib import Path
+
 import pytest
 
 from tools import grade
@@ -72,8 +74,9 @@ def test_every_notebook_is_collected_by_the_test_command_cell_by_cell():
 
     tracked = subprocess.run(["git", "ls-files", "*.ipynb"], cwd=REPO_ROOT, capture_output=True, text=True,
                              check=True).stdout.split()
-    chapters = {p.split("/")[0] for p in tracked if p.count("/") == 1 and p == "{0}/{0}.ipynb".format(p.split("/")[0])}
-    notebooks = sorted(p for p in tracked if p.split("/")[0] in chapters)
+    # A chapter is a top-level folder holding a notebook of its own name (ch06_classify/ch06_classify.ipynb).
+    chapters = {Path(p).parent.name for p in tracked if p.count("/") == 1 and Path(p).stem == Path(p).parent.name}
+    notebooks = sorted(p for p in tracked if Path(p).parts[0] in chapters)
     assert len(chapters) == 8 and {f"{c}/solutions.ipynb" for c in chapters} <= set(notebooks), notebooks
     out = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "--ignore-glob=*.py"],
                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=300).stdout
