@@ -1,6 +1,6 @@
 """Numbers in a notebook's outputs and prose, as the drift table and the markdown check read them.
 
-A number is written as `1234`, `5,145`, `-0.57`, `4e-4`, `91.3%`, or with a suffix `16.1M`,
+A number is written as `1234`, `5,145` (or in code `5_145`), `-0.57`, `4e-4`, `91.3%`, or with a suffix `16.1M`,
 `124M`, `10k`, `1.5B`, `124 million` (a factor of 10^3, 10^6 or 10^9). A number inside an identifier (`ch05`,
 `fp32`, `H100`) or a version (`2.13.0`) is not one.
 """
@@ -14,7 +14,7 @@ import nbformat
 
 SUFFIX = {"k": 1e3, "K": 1e3, "M": 1e6, "B": 1e9, "thousand": 1e3, "million": 1e6, "billion": 1e9}
 NUMBER = re.compile(
-    r"(?<![\w.])(?P<sign>[-−])?(?P<int>\d{1,3}(?:,\d{3})+|\d+)(?:\.(?P<frac>\d+))?(?P<exp>[eE][-+]?\d+)?"
+    r"(?<![\w.])(?P<sign>[-−])?(?P<int>\d{1,3}(?:,\d{3})+|\d{1,3}(?:_\d{3})+|\d+)(?:\.(?P<frac>\d+))?(?P<exp>[eE][-+]?\d+)?"
     r"(?:(?P<suffix>[kKMB])|[ \u00a0](?P<word>thousand|million|billion))?(?P<pct>%)?(?!\.\d)(?![\w])"
 )
 
@@ -35,7 +35,7 @@ def numbers(text: str) -> list[Number]:
     """Every number written in `text`, in order."""
     found = []
     for m in NUMBER.finditer(text):
-        digits = m["int"].replace(",", "")
+        digits = m["int"].replace(",", "").replace("_", "")
         frac = m["frac"] or ""
         exp = m["exp"] or ""
         factor = SUFFIX.get(m["suffix"] or m["word"] or "", 1.0)

@@ -44,6 +44,11 @@ def test_findings_match_outputs_code_and_the_stamped_wall_time_at_the_written_pr
     assert findings(nb)[-1][1].written == "5.1"
 
 
+def test_a_python_literal_with_underscores_in_code_backs_the_prose():
+    nb = markdown_and_output("The first 200,000 characters, then 300,000", "", code="text = text[:200_000]")
+    assert [n.written for _, n, _ in findings(nb)] == ["300,000"]
+
+
 def test_compare_reports_new_findings_and_baseline_lines_no_longer_found(tmp_path):
     (tmp_path / "tools").mkdir()
     (tmp_path / BASELINE_FILE).write_text("# header\na/a.ipynb 3.95 cell 0: old\na/a.ipynb 12 cell 0: fixed\n",
