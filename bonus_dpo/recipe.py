@@ -40,10 +40,10 @@ FAST_FALLBACK_LR = 1e-3
 
 
 def dpo_recipe(base_key: str) -> DPORecipe:
-    """The `DPO_RECIPES` entry for the chapter-7 model made from `base_key` (a base key that starts
-    with "tinystories" is the fallback; any other is GPT-2), with fast mode's learning rate for the
-    fallback's stand-in when FAST_DEV_RUN=1."""
+    """The `DPO_RECIPES` entry for the chapter-7 model made from `base_key` (chapter 5's
+    `recipe_for` tells the fallback from GPT-2), with fast mode's learning rate for the fallback's
+    stand-in when FAST_DEV_RUN=1."""
     chosen = recipe_for(DPO_RECIPES, base_key)
-    if fast_dev_run() and base_key.startswith("tinystories"):
+    if fast_dev_run() and chosen is DPO_RECIPES["fallback"]:
         chosen = replace(chosen, recipe=replace(chosen.recipe, lr=FAST_FALLBACK_LR))
     return chosen

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 import torch.nn as nn
@@ -49,9 +50,13 @@ def set_dropout(model: nn.Module, p: float) -> nn.Module:
     return model
 
 
-def recipe_for(recipes: dict[str, Recipe], base_key: str) -> Recipe:
+R = TypeVar("R")  # whatever a table of recipes holds
+
+
+def recipe_for(recipes: dict[str, R], base_key: str) -> R:
     """`recipes["fallback"]` for chapter 5's TinyStories fallback model (a base key that starts
-    with "tinystories"), else `recipes["gpt2"]` (any GPT-2 size)."""
+    with "tinystories"), else `recipes["gpt2"]` (any GPT-2 size). The entries may be any kind of
+    recipe: chapter 7's masking flags and the DPO bonus's `DPORecipe` are chosen the same way."""
     return recipes["fallback" if base_key.startswith("tinystories") else "gpt2"]
 
 

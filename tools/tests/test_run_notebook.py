@@ -28,15 +28,16 @@ def test_tidy_merges_streams_drops_timestamps_and_flags_absolute_paths():
     assert warnings == ["cell 0: an output prints an absolute path"]
 
 
-def test_tidy_drops_the_missing_ipywidgets_warning_and_keeps_the_rest():
+def test_tidy_flags_a_warning_that_names_the_python_install_instead_of_hiding_it():
+    import sys
+
+    text = (f"{sys.prefix}/lib/site-packages/tqdm/auto.py:21: TqdmWarning: IProgress not found.\n"
+            "Base model: the fallback\n")
     cell = nbformat.v4.new_code_cell("import x")
-    cell.outputs = [nbformat.v4.new_output("stream", name="stderr", text=(
-        "/opt/py/lib/python3.11/site-packages/tqdm/auto.py:21: TqdmWarning: IProgress not found. "
-        "Please update jupyter and ipywidgets.\n  from .autonotebook import tqdm as notebook_tqdm\n"
-        "Base model: the fallback\n"))]
+    cell.outputs = [nbformat.v4.new_output("stream", name="stderr", text=text)]
     nb = nbformat.v4.new_notebook(cells=[cell])
-    assert tidy(nb) == []
-    assert [o.text for o in nb.cells[0].outputs] == ["Base model: the fallback\n"]
+    assert tidy(nb) == ["cell 0: an output prints an absolute path"]
+    assert nb.cells[0].outputs[0].text == text
 
 
 def _nb(*cells):
